@@ -1,0 +1,49 @@
+# The two commands of the README contract: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+
+.PHONY: run test lint format crash chaos bench bench-full clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEVSTAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(STAMP)
+
+run: $(STAMP)
+	exec $(BIN)/wabot serve
+
+lint: $(DEVSTAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(DEVSTAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: $(DEVSTAMP) lint
+	$(BIN)/python -m pytest -q
+
+crash: $(DEVSTAMP)
+	WABOT_CRASH_CYCLES=200 $(BIN)/python -m pytest -q tests -k crash
+
+chaos: $(DEVSTAMP)
+	WABOT_CHAOS=1 $(BIN)/python -m pytest -q tests -k "chaos or crash or fuzz"
+
+bench: $(DEVSTAMP)
+	$(BIN)/python -m bench --quick
+
+bench-full: $(DEVSTAMP)
+	$(BIN)/python -m bench --full
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
