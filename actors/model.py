@@ -1,0 +1,245 @@
+"""OpenAI wrapper: one Conversations API conversation per user, turns on the Responses API.
+
+The SDK's own retries are off (``max_retries=0``): it sends no idempotency key, so an automatic
+retry of a ``responses.create`` that succeeded server-side would append the turn twice. Our
+retry is safe instead: after an ambiguous failure (timeout, 5xx, dropped connection,
+``conversation_locked``) it first reads the conversation's newest items, and if our input is
+already there with an answer after it, that answer is the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import openai
+import trio
+
+from actors.retry import Retryable, RetryPolicy, parse_retry_after, retrying
+
+log = logging.getLogger("actors.model")
+
+
+class ModelError(Exception):
+    """The model could not produce an answer for this turn."""
+
+
+@attrs.frozen
+class FunctionCall:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@attrs.frozen
+class ModelReply:
+    """What one ``responses.create`` produced: text, and function calls to run (if any)."""
+
+    response_id: str | None
+    text: str
+    calls: tuple[FunctionCall, ...] = ()
+    recovered: bool = False
+
+
+def user_message(text: str, image_urls: Sequence[str] = ()) -> dict[str, Any]:
+    """A user message input item: the text first, then any images."""
+    content: list[dict[str, Any]] = [{"type": "input_text", "text": text}]
+    content += [{"type": "input_image", "image_url": url, "detail": "auto"} for url in image_urls]
+    return {"type": "message", "role": "user", "content": content}
+
+
+def safety_identifier(user_id: str) -> str:
+    """OpenAI asks for a stable per-user id that is not the phone number: a hash of it."""
+    return hashlib.sha256(f"wabot:{user_id}".encode()).hexdigest()[:64]
+
+
+class ModelClient:
+    """Owns one ``openai.AsyncOpenAI`` (closed by ``aclose``; under trio GC would not close it)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None,
+        model: str,
+        instructions: str,
+        timeout: float,
+        policy: RetryPolicy,
+    ) -> None:
+        self.model = model
+        self.instructions = instructions
+        self._timeout = timeout
+        self._policy = policy
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def create_conversation(self, user_id: str) -> str:
+        async def attempt(n: int) -> str:
+            with trio.fail_after(self._timeout):
+                conversation = await _classified(
+                    self._client.conversations.create(
+                        metadata={"user": safety_identifier(user_id)[:32], "app": "wabot"}
+                    )
+                )
+            return conversation.id
+
+        return await retrying(attempt, self._policy, what="conversations.create")
+
+    async def add_items(self, conversation_id: str, items: list[dict[str, Any]]) -> None:
+        """Append items (e.g. what a human agent wrote) to a conversation."""
+
+        async def attempt(n: int) -> None:
+            with trio.fail_after(self._timeout):
+                await _classified(
+                    self._client.conversations.items.create(conversation_id, items=items)
+                )
+
+        await retrying(attempt, self._policy, what="conversations.items.create")
+
+    async def respond(
+        self,
+        *,
+        conversation_id: str,
+        input_items: list[dict[str, Any]],
+        user_id: str,
+        tools: Sequence[dict[str, Any]] = (),
+        instructions: str | None = None,
+    ) -> ModelReply:
+        """One model call on the conversation, retried safely (see the module docstring)."""
+        ambiguous = False
+        params: dict[str, Any] = {
+            "model": self.model,
+            "conversation": conversation_id,
+            "input": input_items,
+            "instructions": instructions or self.instructions,
+            "truncation": "auto",
+            "store": True,
+            "safety_identifier": safety_identifier(user_id),
+        }
+        if tools:
+            params["tools"] = list(tools)
+
+        async def attempt(n: int) -> ModelReply:
+            nonlocal ambiguous
+            if ambiguous:
+                recovered = await self._recover(conversation_id, input_items)
+                if recovered is not None:
+                    return recovered
+            try:
+                with trio.fail_after(self._timeout):
+                    response = await _classified(self._client.responses.create(**params))
+            except trio.TooSlowError as exc:
+                ambiguous = True
+                raise Retryable("responses.create timed out") from exc
+            except Retryable:
+                ambiguous = True
+                raise
+            return _reply(response)
+
+        return await retrying(attempt, self._policy, what="responses.create")
+
+    async def _recover(
+        self, conversation_id: str, input_items: list[dict[str, Any]]
+    ) -> ModelReply | None:
+        """If a previous attempt did complete server-side, return its answer."""
+        wanted = _first_text(input_items)
+        if wanted is None:
+            return None
+        try:
+            with trio.fail_after(self._timeout):
+                page = await self._client.conversations.items.list(
+                    conversation_id, limit=20, order="desc"
+                )
+        except (openai.OpenAIError, trio.TooSlowError) as exc:
+            log.warning("could not inspect conversation after an ambiguous failure: %r", exc)
+            return None
+        newer: list[Any] = []
+        for item in page.data:
+            data = item.model_dump() if hasattr(item, "model_dump") else dict(item)
+            if data.get("type") == "message" and data.get("role") == "user":
+                if _content_text(data.get("content")) == wanted:
+                    answer = "".join(
+                        _content_text(x.get("content")) or ""
+                        for x in reversed(newer)
+                        if x.get("type") == "message" and x.get("role") == "assistant"
+                    )
+                    if answer:
+                        log.info("recovered a completed response instead of repeating the turn")
+                        return ModelReply(None, answer, recovered=True)
+                return None
+            newer.append(data)
+        return None
+
+
+async def _classified(awaitable: Any) -> Any:
+    """Await an SDK call, turning transient failures into ``Retryable``."""
+    try:
+        return await awaitable
+    except openai.RateLimitError as exc:
+        raise Retryable("rate limited (429)", retry_after=_retry_after(exc)) from exc
+    except openai.InternalServerError as exc:
+        raise Retryable(f"server error ({exc.status_code})", retry_after=_retry_after(exc)) from exc
+    except openai.APITimeoutError as exc:
+        raise Retryable("request timed out") from exc
+    except openai.APIConnectionError as exc:
+        raise Retryable(f"connection error: {exc!r}") from exc
+    except openai.BadRequestError as exc:
+        if getattr(exc, "code", None) == "conversation_locked":
+            raise Retryable("conversation_locked", retry_after=_retry_after(exc)) from exc
+        raise ModelError(f"OpenAI rejected the request: {exc.message}") from exc
+    except openai.APIStatusError as exc:
+        raise ModelError(f"OpenAI error {exc.status_code}: {exc.message}") from exc
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers if exc.response is not None else {}
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    return parse_retry_after(headers.get("retry-after"))
+
+
+def _reply(response: Any) -> ModelReply:
+    calls = tuple(
+        FunctionCall(call_id=item.call_id, name=item.name, arguments=item.arguments or "{}")
+        for item in (response.output or [])
+        if getattr(item, "type", None) == "function_call"
+    )
+    return ModelReply(response_id=response.id, text=response.output_text or "", calls=calls)
+
+
+def _first_text(items: list[dict[str, Any]]) -> str | None:
+    for item in items:
+        if item.get("type") == "message" and item.get("role") == "user":
+            return _content_text(item.get("content"))
+    return None
+
+
+def _content_text(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") in {"input_text", "output_text", "text"}
+        ]
+        return "".join(texts) if texts else None
+    return None
+
+
+def function_output(call: FunctionCall, output: Any) -> dict[str, Any]:
+    """The input item that returns a tool's result to the model."""
+    text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+    return {"type": "function_call_output", "call_id": call.call_id, "output": text}

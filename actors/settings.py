@@ -1,0 +1,265 @@
+"""The one settings object: built from environment variables (and an optional ``.env``).
+
+Every timing and limit of wabot is a field here with a sensible default. ``Settings.from_env``
+validates everything at start and raises ``SettingsError`` with a message that names the
+variable, so a typo stops the start instead of surfacing hours later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+
+T = TypeVar("T")
+
+DEFAULT_INSTRUCTIONS = (
+    "Eres el asistente de WhatsApp de la empresa. Responde en el idioma del cliente, con "
+    "mensajes breves, cordiales y claros, sin inventar datos. Si no sabes algo, dilo y ofrece "
+    "ayuda de una persona del equipo."
+)
+DEFAULT_FALLBACK = (
+    "Disculpa, tuve un problema técnico y no pude responder ahora. Inténtalo de nuevo en unos "
+    "minutos, por favor."
+)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    # Credentials and endpoints.
+    whapi_token: str | None = None
+    whapi_api_url: str = "https://gate.whapi.cloud"
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-5-mini"
+    instructions: str = DEFAULT_INSTRUCTIONS
+    fallback_text: str = DEFAULT_FALLBACK
+
+    # Server.
+    host: str = "0.0.0.0"
+    port: int = 8080
+    webhook_secret: str | None = None
+    admin_token: str | None = None
+    data_dir: Path = Path("data")
+    tmp_dir: Path = Path("tmp/audio")
+    env: str = "development"
+    max_body_bytes: int = 4 * 1024 * 1024
+    ignore_groups: bool = True
+
+    # Buffering (seconds).
+    buffer_seconds: float = 5.0
+    voice_buffer_seconds: float = 8.0
+    typing_seconds: float = 10.0
+    max_wait_seconds: float = 30.0
+    max_buffered: int = 50
+    max_buffered_chars: int = 8000
+
+    # Actor runtime.
+    idle_seconds: float = 900.0
+    mailbox_size: int = 64
+    max_actors: int = 100_000
+    restart_limit: int = 3
+    restart_window_seconds: float = 5.0
+    restart_backoff_seconds: float = 0.1
+    restart_backoff_max_seconds: float = 2.0
+    park_seconds: float = 60.0
+    dedupe_window_size: int = 50_000
+    dedupe_window_seconds: float = 3600.0
+    echo_ids_size: int = 256
+    drain_seconds: float = 25.0
+
+    # Turns and upstream calls.
+    turn_timeout_seconds: float = 120.0
+    openai_timeout_seconds: float = 60.0
+    openai_max_attempts: int = 3
+    whapi_timeout_seconds: float = 15.0
+    whapi_max_attempts: int = 4
+    retry_base_seconds: float = 0.5
+    retry_max_seconds: float = 8.0
+    typing_refresh_seconds: float = 8.0
+    typing_time_min: float = 1.0
+    typing_time_max: float = 5.0
+    typing_chars_per_second: float = 40.0
+    part_pause_seconds: float = 0.5
+    max_part_chars: int = 1500
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def sandbox(self) -> bool:
+        """True when credentials are missing and the loopback fakes stand in for the vendors."""
+        return not (self.whapi_token and self.openai_api_key)
+
+    def missing_credentials(self) -> list[str]:
+        names = [("WHAPI_TOKEN", self.whapi_token), ("OPENAI_API_KEY", self.openai_api_key)]
+        return [name for name, value in names if not value]
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
+    ) -> Settings:
+        """Build and validate settings from ``environ`` (default ``os.environ``) over ``.env``."""
+        env: dict[str, str] = {}
+        if dotenv is not None and dotenv.is_file():
+            env.update(read_dotenv(dotenv))
+        env.update(os.environ if environ is None else environ)
+        return _build(env)
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a ``.env`` file: ``KEY=VALUE`` lines, ``#`` comments, optional quotes."""
+    out: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"{path}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+def _number(parse: Callable[[str], T], *, minimum: float, allow_zero: bool = True) -> Any:
+    def convert(name: str, raw: str) -> T:
+        try:
+            value = parse(raw)
+        except ValueError:
+            kind = "an integer" if parse is int else "a number"
+            raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
+        as_float = float(value)  # type: ignore[arg-type]
+        if math.isnan(as_float) or math.isinf(as_float):
+            raise SettingsError(f"{name} must be finite, got {raw!r}")
+        if as_float < minimum or (not allow_zero and as_float == 0):
+            bound = f"greater than {minimum}" if not allow_zero else f"at least {minimum}"
+            raise SettingsError(f"{name} must be {bound}, got {raw!r}")
+        return value
+
+    return convert
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _url(name: str, raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must be an http(s) URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _env_name(name: str, raw: str) -> str:
+    if raw not in {"development", "production"}:
+        raise SettingsError(f"WABOT_ENV must be development or production, got {raw!r}")
+    return raw
+
+
+_seconds = _number(float, minimum=0.0)
+_positive_seconds = _number(float, minimum=0.0, allow_zero=False)
+_count = _number(int, minimum=1)
+_port = _number(int, minimum=0)
+
+# environment variable -> (settings field, converter)
+_VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
+    ("WHAPI_TOKEN", "whapi_token", _text),
+    ("WHAPI_API_URL", "whapi_api_url", _url),
+    ("OPENAI_API_KEY", "openai_api_key", _text),
+    ("OPENAI_BASE_URL", "openai_base_url", _url),
+    ("OPENAI_MODEL", "openai_model", _text),
+    ("WABOT_FALLBACK_TEXT", "fallback_text", _text),
+    ("HOST", "host", _text),
+    ("PORT", "port", _port),
+    ("WABOT_WEBHOOK_SECRET", "webhook_secret", _text),
+    ("WABOT_ADMIN_TOKEN", "admin_token", _text),
+    ("WABOT_DATA_DIR", "data_dir", lambda _n, raw: Path(raw)),
+    ("WABOT_TMP_DIR", "tmp_dir", lambda _n, raw: Path(raw)),
+    ("WABOT_ENV", "env", _env_name),
+    ("WABOT_MAX_BODY_BYTES", "max_body_bytes", _count),
+    ("WABOT_IGNORE_GROUPS", "ignore_groups", _bool),
+    ("WABOT_BUFFER_SECONDS", "buffer_seconds", _seconds),
+    ("WABOT_VOICE_BUFFER_SECONDS", "voice_buffer_seconds", _seconds),
+    ("WABOT_TYPING_SECONDS", "typing_seconds", _seconds),
+    ("WABOT_MAX_WAIT_SECONDS", "max_wait_seconds", _seconds),
+    ("WABOT_MAX_BUFFERED", "max_buffered", _count),
+    ("WABOT_MAX_BUFFERED_CHARS", "max_buffered_chars", _count),
+    ("WABOT_IDLE_SECONDS", "idle_seconds", _positive_seconds),
+    ("WABOT_MAILBOX_SIZE", "mailbox_size", _count),
+    ("WABOT_MAX_ACTORS", "max_actors", _count),
+    ("WABOT_RESTART_LIMIT", "restart_limit", _count),
+    ("WABOT_RESTART_WINDOW_SECONDS", "restart_window_seconds", _positive_seconds),
+    ("WABOT_RESTART_BACKOFF_SECONDS", "restart_backoff_seconds", _seconds),
+    ("WABOT_RESTART_BACKOFF_MAX_SECONDS", "restart_backoff_max_seconds", _seconds),
+    ("WABOT_PARK_SECONDS", "park_seconds", _seconds),
+    ("WABOT_DEDUPE_WINDOW_SIZE", "dedupe_window_size", _count),
+    ("WABOT_DEDUPE_WINDOW_SECONDS", "dedupe_window_seconds", _positive_seconds),
+    ("WABOT_ECHO_IDS_SIZE", "echo_ids_size", _count),
+    ("WABOT_DRAIN_SECONDS", "drain_seconds", _seconds),
+    ("WABOT_TURN_TIMEOUT_SECONDS", "turn_timeout_seconds", _positive_seconds),
+    ("WABOT_OPENAI_TIMEOUT_SECONDS", "openai_timeout_seconds", _positive_seconds),
+    ("WABOT_OPENAI_MAX_ATTEMPTS", "openai_max_attempts", _count),
+    ("WABOT_WHAPI_TIMEOUT_SECONDS", "whapi_timeout_seconds", _positive_seconds),
+    ("WABOT_WHAPI_MAX_ATTEMPTS", "whapi_max_attempts", _count),
+    ("WABOT_RETRY_BASE_SECONDS", "retry_base_seconds", _seconds),
+    ("WABOT_RETRY_MAX_SECONDS", "retry_max_seconds", _seconds),
+    ("WABOT_TYPING_REFRESH_SECONDS", "typing_refresh_seconds", _positive_seconds),
+    ("WABOT_TYPING_TIME_MIN", "typing_time_min", _seconds),
+    ("WABOT_TYPING_TIME_MAX", "typing_time_max", _seconds),
+    ("WABOT_TYPING_CHARS_PER_SECOND", "typing_chars_per_second", _positive_seconds),
+    ("WABOT_PART_PAUSE_SECONDS", "part_pause_seconds", _seconds),
+    ("WABOT_MAX_PART_CHARS", "max_part_chars", _count),
+)
+
+
+def _build(env: Mapping[str, str]) -> Settings:
+    values: dict[str, Any] = {}
+    for name, field, convert in _VARIABLES:
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        values[field] = convert(name, raw.strip() if convert is not _text else raw)
+
+    inline, path = env.get("WABOT_INSTRUCTIONS"), env.get("WABOT_INSTRUCTIONS_FILE")
+    if inline and path:
+        raise SettingsError("set WABOT_INSTRUCTIONS or WABOT_INSTRUCTIONS_FILE, not both")
+    if path:
+        try:
+            values["instructions"] = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"WABOT_INSTRUCTIONS_FILE: cannot read {path}: {exc}") from None
+    elif inline:
+        values["instructions"] = inline.strip()
+    if not values.get("instructions", DEFAULT_INSTRUCTIONS):
+        raise SettingsError("WABOT_INSTRUCTIONS / WABOT_INSTRUCTIONS_FILE is empty")
+
+    settings = Settings(**values)
+    if settings.typing_time_min > settings.typing_time_max:
+        raise SettingsError("WABOT_TYPING_TIME_MIN must not exceed WABOT_TYPING_TIME_MAX")
+    if settings.typing_time_max > 60:
+        raise SettingsError("WABOT_TYPING_TIME_MAX must be at most 60 (Whapi's limit)")
+    if settings.max_part_chars > 4096:
+        raise SettingsError("WABOT_MAX_PART_CHARS must be at most 4096")
+    return settings

@@ -1,0 +1,442 @@
+"""The user actor: one per WhatsApp customer, owning their buffer, typing state and turn.
+
+The actor's loop only updates state and arms timers; it never waits on the network. A turn
+(model call + reply) runs in a child task, so messages that arrive mid-turn go into the next
+buffer with their timer running, presence updates keep landing, and inspection stays true.
+
+Buffering (all numbers are settings): a message is answered ``buffer_seconds`` after the
+*latest* message of the burst (``voice_buffer_seconds`` after a voice note); while the
+customer is typing or recording after their last message, the answer waits until
+``typing_seconds`` after that presence; but never longer than ``max_wait_seconds`` after the
+first buffered message, and at once when ``max_buffered`` messages (or ``max_buffered_chars``
+characters) are waiting. A buffer that fills while a turn runs keeps further text by merging
+it into its last entry up to the character cap, and drops the rest under the documented
+``flood`` rule (marked done in the inbox, counted).
+
+Every message the actor has not answered is also pending in the store's durable inbox; on
+activation (first message, restart after a crash, process restart) the actor reloads them, so
+nothing acknowledged is lost. Ids already buffered or answered are ignored (deduplication).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from actors.events import AgentMessage, InboundMessage, Presence
+from actors.model import ModelClient, ModelError, user_message
+from actors.replies import split_parts, to_whatsapp, typing_time
+from actors.runtime import Cell
+from actors.settings import Settings
+from actors.whapi import WhapiClient, WhapiError
+from store import Store, UserRecord
+from store.records import utcnow
+
+log = logging.getLogger("actors.user")
+
+
+@attrs.define(eq=False)
+class UserDeps:
+    """What every user actor shares: settings and the clients (each owned by the service)."""
+
+    settings: Settings
+    store: Store
+    whapi: WhapiClient
+    model: ModelClient
+    #: Parses a stored Whapi message (durable inbox payload) back into an event.
+    parse: Callable[[dict[str, Any]], InboundMessage | None]
+    turn_counter: Callable[[str], None] = lambda outcome: None
+
+
+@attrs.define
+class Buffer:
+    messages: list[InboundMessage] = attrs.Factory(list)
+    ids: set[str] = attrs.Factory(set)
+    chars: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+    last_voice: bool = False
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+@attrs.define
+class TurnState:
+    turn_id: str
+    started_at: float
+    message_ids: list[str]
+    stage: str = "thinking"
+
+
+class _BoundedSet:
+    """Most recent ``size`` keys; the owner actor's memory of ids it handled or sent."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, key: str) -> None:
+        self._items[key] = None
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class UserActor:
+    def __init__(self, key: str, cell: Cell, deps: UserDeps) -> None:
+        self.key = key
+        self.cell = cell
+        self.deps = deps
+        self.settings = deps.settings
+        self.record: UserRecord | None = None
+        self.buffer = Buffer()
+        self.turn: TurnState | None = None
+        self.typing_at: float | None = None
+        self.typing_status: str | None = None
+        self.turns = 0
+        self.flood_dropped = 0
+        self._handled = _BoundedSet(max(256, self.settings.max_buffered * 4))
+        self._sent_ids = _BoundedSet(self.settings.echo_ids_size)
+        self._nursery: trio.Nursery | None = None
+        self._wake: trio.CancelScope | None = None
+        self._subscribed = False
+        self._background = 0
+        self._closing = False
+
+    # -- Behavior protocol -------------------------------------------------------------------
+
+    async def run(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
+        self.record = self.deps.store.get(self.key)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._reload_pending()
+            try:
+                await self._loop(mailbox)
+            finally:
+                # Unstarted buffers stay pending in the durable inbox; an in-flight turn
+                # finishes (the nursery waits for it, bounded by the drain deadline).
+                self._closing = True
+
+    def is_idle(self) -> bool:
+        return not self.buffer.messages and self.turn is None and self._background == 0
+
+    async def give_up(self, error: BaseException) -> None:
+        """Restart limit reached: tell the customer, and settle what they were waiting for."""
+        pending = [e for e in self.deps.store.pending_inbox() if e.user_id == self.key]
+        chat_id = self.record.chat_id if self.record else None
+        if chat_id is None and pending:
+            parsed = self.deps.parse(pending[0].payload)
+            chat_id = parsed.chat_id if parsed else None
+        if chat_id:
+            await self._send_fallback(chat_id)
+        if pending:
+            with trio.move_on_after(self.settings.whapi_timeout_seconds):
+                await self.deps.store.inbox_done([e.message_id for e in pending], "fallback:crash")
+
+    # -- inspection --------------------------------------------------------------------------
+
+    def phase(self) -> str:
+        if self.paused():
+            return "paused"
+        if self.turn is not None:
+            return self.turn.stage
+        if self.buffer.messages:
+            return "buffering"
+        return "idle"
+
+    def paused(self) -> bool:
+        until = self.record.paused_until if self.record else None
+        return until is not None and until > utcnow()
+
+    def inspect(self, *, include_text: bool = False) -> dict[str, Any]:
+        now = trio.current_time()
+        record = self.record
+        info: dict[str, Any] = {
+            "user": self.key,
+            "phase": self.phase(),
+            "buffer": {
+                "messages": len(self.buffer),
+                "chars": self.buffer.chars,
+                "age_seconds": round(now - self.buffer.first_at, 3) if self.buffer.messages else None,
+                "due_in_seconds": _round(self._due() - now),
+            },
+            "typing": {
+                "status": self.typing_status,
+                "seconds_ago": _round(now - self.typing_at) if self.typing_at is not None else None,
+            },
+            "turn": None,
+            "turns": self.turns,
+            "flood_dropped": self.flood_dropped,
+            "conversation_id": record.conversation_id if record else None,
+            "paused_until": record.paused_until.isoformat() if record and record.paused_until else None,
+            "last_activity": record.last_activity.isoformat() if record else None,
+        }
+        if self.turn is not None:
+            info["turn"] = {
+                "id": self.turn.turn_id,
+                "stage": self.turn.stage,
+                "elapsed_seconds": round(now - self.turn.started_at, 3),
+                "messages": len(self.turn.message_ids),
+            }
+        if include_text:
+            info["buffer"]["texts"] = [m.text for m in self.buffer.messages]
+        return info
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _loop(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
+        while True:
+            if self.cell.resync:
+                self.cell.resync = False
+                self._reload_pending()
+            with trio.move_on_at(self._due()) as scope:
+                self._wake = scope
+                try:
+                    message = await mailbox.receive()
+                except trio.EndOfChannel:
+                    return
+                finally:
+                    self._wake = None
+            if not scope.cancelled_caught:
+                self._handle(message)
+            self._maybe_start_turn()
+
+    def _due(self) -> float:
+        """When the buffered messages should be answered (``inf``: nothing to do now)."""
+        buffer = self.buffer
+        if self.turn is not None or not buffer.messages or self._closing or self.paused():
+            return math.inf
+        settings = self.settings
+        if len(buffer) >= settings.max_buffered or buffer.chars >= settings.max_buffered_chars:
+            return -math.inf
+        window = settings.voice_buffer_seconds if buffer.last_voice else settings.buffer_seconds
+        due = buffer.last_at + window
+        if self.typing_at is not None and self.typing_at > buffer.last_at:
+            due = max(due, self.typing_at + settings.typing_seconds)
+        return min(due, buffer.first_at + settings.max_wait_seconds)
+
+    def _handle(self, message: Any) -> None:
+        if isinstance(message, InboundMessage):
+            self._on_message(message)
+        elif isinstance(message, Presence):
+            self._on_presence(message)
+        elif isinstance(message, AgentMessage):
+            self._on_agent(message)
+        else:
+            raise TypeError(f"unexpected message for a user actor: {message!r}")
+
+    def _on_message(self, message: InboundMessage) -> None:
+        if message.message_id in self.buffer.ids or message.message_id in self._handled:
+            return  # a redelivery, or a replayed entry we already hold
+        if self.turn is not None and message.message_id in self.turn.message_ids:
+            return
+        now = trio.current_time()
+        buffer = self.buffer
+        settings = self.settings
+        if not buffer.messages:
+            buffer.first_at = now
+        if len(buffer) >= settings.max_buffered or buffer.chars >= settings.max_buffered_chars:
+            room = settings.max_buffered_chars - buffer.chars
+            if room <= 0:
+                self._drop_flood(message)
+                return
+            last = buffer.messages[-1]
+            merged = attrs.evolve(last, text=f"{last.text}\n{message.text[:room]}")
+            buffer.messages[-1] = merged
+            buffer.chars += min(room, len(message.text)) + 1
+            # The merged id rides along in ``ids`` so it is marked done with the turn.
+            buffer.ids.add(message.message_id)
+        else:
+            buffer.messages.append(message)
+            buffer.ids.add(message.message_id)
+            buffer.chars += len(message.text)
+        buffer.last_at = now
+        buffer.last_voice = message.is_voice
+        self.typing_status = None
+        if not self._subscribed and self._nursery is not None:
+            self._subscribed = True
+            self._background += 1
+            self._nursery.start_soon(self._subscribe_presence)
+
+    def _drop_flood(self, message: InboundMessage) -> None:
+        self.flood_dropped += 1
+        self._handled.add(message.message_id)
+        log.warning("user %s: buffer full, message dropped under the flood rule", self.key)
+        if self._nursery is not None:
+            self._background += 1
+            self._nursery.start_soon(self._settle, [message.message_id], "dropped:flood")
+
+    def _on_presence(self, presence: Presence) -> None:
+        if presence.status in {"typing", "recording"}:
+            self.typing_at = trio.current_time()
+        else:
+            self.typing_at = None
+        self.typing_status = presence.status
+
+    def _on_agent(self, message: AgentMessage) -> None:
+        if message.message_id in self._sent_ids:
+            return  # our own send, reported with a source other than "api"
+        # Human handoff (pause + context for the model) builds on this hook.
+        log.info("user %s: a human agent wrote from %s", self.key, message.source)
+
+    def _reload_pending(self) -> None:
+        for entry in self.deps.store.pending_inbox():
+            if entry.user_id != self.key:
+                continue
+            event = self.deps.parse(entry.payload)
+            if event is not None:
+                self._on_message(event)
+
+    # -- turns -------------------------------------------------------------------------------
+
+    def _maybe_start_turn(self) -> None:
+        if self._nursery is None or self._due() > trio.current_time():
+            return
+        batch = self.buffer.messages
+        ids = sorted(self.buffer.ids)
+        self.buffer = Buffer()
+        self.turns += 1
+        self.turn = TurnState(f"{self.key}-{self.turns}", trio.current_time(), ids)
+        self._nursery.start_soon(self._run_turn, batch, self.turn)
+
+    async def _run_turn(self, batch: list[InboundMessage], turn: TurnState) -> None:
+        outcome = "replied"
+        chat_id = batch[-1].chat_id
+        try:
+            with trio.fail_after(self.settings.turn_timeout_seconds):
+                await self._turn_body(batch, turn)
+        except Exception as exc:
+            outcome = "fallback"
+            log.error("turn %s failed: %r", turn.turn_id, exc, exc_info=not _expected(exc))
+            turn.stage = "replying"
+            if not await self._send_fallback(chat_id):
+                outcome = "failed"
+        finally:
+            self.deps.turn_counter(outcome)
+            await self._settle(turn.message_ids, outcome, background=False)
+            self.turn = None
+            if self._wake is not None:
+                self._wake.cancel()  # re-evaluate: a buffer may have become due mid-turn
+
+    async def _turn_body(self, batch: list[InboundMessage], turn: TurnState) -> None:
+        last = batch[-1]
+        record = await self._ensure_record(last)
+        async with trio.open_nursery() as typing_scope:
+            typing_scope.start_soon(self._keep_typing, last.chat_id, "typing")
+            conversation_id = await self._ensure_conversation(record)
+            text = "\n".join(m.text for m in batch)
+            reply = await self.deps.model.respond(
+                conversation_id=conversation_id,
+                input_items=[user_message(text)],
+                user_id=self.key,
+            )
+            answer = to_whatsapp(reply.text)
+            if not answer:
+                raise ModelError("the model returned an empty answer")
+            turn.stage = "replying"
+            await self._send_text(last.chat_id, answer)
+            typing_scope.cancel_scope.cancel()
+        now = utcnow()
+        assert self.record is not None
+        self.record = attrs.evolve(
+            self.record, last_activity=now, last_turn_at=now, user_name=last.user_name
+        )
+        await self.deps.store.put(self.record)
+
+    async def _ensure_record(self, message: InboundMessage) -> UserRecord:
+        record = self.record
+        if record is None:
+            record = UserRecord.new(self.key, message.chat_id, message.user_name)
+        elif record.chat_id != message.chat_id:
+            record = attrs.evolve(record, chat_id=message.chat_id)
+        else:
+            return record
+        await self.deps.store.put(record)
+        self.record = record
+        return record
+
+    async def _ensure_conversation(self, record: UserRecord) -> str:
+        if record.conversation_id:
+            return record.conversation_id
+        if record.legacy_thread_id:
+            log.info("user %s: legacy thread (Assistants API is gone); new conversation", self.key)
+        conversation_id = await self.deps.model.create_conversation(self.key)
+        # Stored (durably) before use, so a crash can never orphan a conversation.
+        updated = attrs.evolve(self.record or record, conversation_id=conversation_id)
+        await self.deps.store.put(updated)
+        self.record = updated
+        return conversation_id
+
+    async def _send_text(self, chat_id: str, text: str) -> None:
+        settings = self.settings
+        parts = split_parts(text, settings.max_part_chars)
+        for index, part in enumerate(parts):
+            if index:
+                await trio.sleep(settings.part_pause_seconds)
+            seconds = typing_time(
+                part,
+                minimum=settings.typing_time_min,
+                maximum=settings.typing_time_max,
+                chars_per_second=settings.typing_chars_per_second,
+            )
+            sent = await self.deps.whapi.send_text(chat_id, part, typing_time=seconds)
+            self._sent_ids.add(sent.message_id)
+
+    async def _send_fallback(self, chat_id: str) -> bool:
+        with trio.move_on_after(self.settings.whapi_timeout_seconds * 2):
+            try:
+                sent = await self.deps.whapi.send_text(chat_id, self.settings.fallback_text)
+            except Exception as exc:
+                log.error("user %s: even the fallback could not be sent: %r", self.key, exc)
+                return False
+            self._sent_ids.add(sent.message_id)
+            return True
+        log.error("user %s: the fallback send timed out", self.key)
+        return False
+
+    async def _settle(self, message_ids: list[str], outcome: str, *, background: bool = True) -> None:
+        """Mark messages done in the durable inbox (shielded: a drain must not strand it)."""
+        try:
+            for message_id in message_ids:
+                self._handled.add(message_id)
+            with trio.move_on_after(self.settings.whapi_timeout_seconds) as scope:
+                scope.shield = True
+                await self.deps.store.inbox_done(message_ids, outcome)
+        except Exception as exc:
+            log.error("user %s: could not mark messages done: %r", self.key, exc)
+        finally:
+            if background:
+                self._background -= 1
+
+    async def _keep_typing(self, chat_id: str, presence: str) -> None:
+        while True:
+            await self.deps.whapi.set_presence(chat_id, presence)
+            await trio.sleep(self.settings.typing_refresh_seconds)
+
+    async def _subscribe_presence(self) -> None:
+        try:
+            with trio.move_on_after(self.settings.whapi_timeout_seconds):
+                await self.deps.whapi.subscribe_presence(self.key)
+        finally:
+            self._background -= 1
+
+
+def _expected(exc: BaseException) -> bool:
+    return isinstance(exc, ModelError | WhapiError | trio.TooSlowError)
+
+
+def _round(value: float) -> float | None:
+    return None if math.isinf(value) else round(value, 3)

@@ -1,0 +1,227 @@
+"""Whapi.Cloud REST client: sends, presence, chats, history, media.
+
+Every call carries ``Authorization: Bearer <token>`` and runs under a deadline. Sends are
+retried on 429 (honouring ``Retry-After``), 5xx and network errors with bounded backoff. Whapi
+takes no idempotency key, so before re-sending after an *ambiguous* failure (a timeout or a 5xx
+after the request reached Whapi) the client looks at the chat's recent messages and, if the
+text is already there, takes that as sent: a customer never gets the same answer twice because
+of a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import httpx
+import trio
+
+from actors.retry import Retryable, RetryPolicy, parse_retry_after, retrying
+
+log = logging.getLogger("actors.whapi")
+
+
+class WhapiError(Exception):
+    """Whapi answered with an error, or could not be reached within the attempts allowed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@attrs.frozen
+class SentMessage:
+    message_id: str
+    verified_by_history: bool = False
+
+
+def _path_id(value: str) -> str:
+    return quote(value, safe="@.")
+
+
+class WhapiClient:
+    """One client per process; owns its ``httpx.AsyncClient`` (close it with ``aclose``)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        timeout: float,
+        policy: RetryPolicy,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._timeout = timeout
+        self._policy = policy
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> WhapiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- sends -------------------------------------------------------------------------------
+
+    async def send_text(self, to: str, body: str, *, typing_time: float | None = None) -> SentMessage:
+        payload: dict[str, Any] = {"to": to, "body": body}
+        if typing_time is not None and typing_time > 0:
+            payload["typing_time"] = round(typing_time, 1)
+        return await self._send("/messages/text", payload, to=to, verify_text=body)
+
+    async def send_voice(self, to: str, media: str, *, seconds: float | None = None) -> SentMessage:
+        payload: dict[str, Any] = {"to": to, "media": media, "mime_type": "audio/ogg; codecs=opus"}
+        if seconds:
+            payload["seconds"] = max(1, round(seconds))
+        return await self._send("/messages/voice", payload, to=to, verify_text=None)
+
+    async def _send(
+        self, path: str, payload: dict[str, Any], *, to: str, verify_text: str | None
+    ) -> SentMessage:
+        started = time.time()
+        ambiguous = False
+
+        async def attempt(n: int) -> SentMessage:
+            nonlocal ambiguous
+            if ambiguous and verify_text is not None:
+                found = await self._find_sent(to, verify_text, since=started - 5)
+                if found is not None:
+                    log.info("send to %s was delivered despite the error; not re-sending", to)
+                    return SentMessage(found, verified_by_history=True)
+            try:
+                response = await self._http.post(path, json=payload)
+            except httpx.TimeoutException as exc:
+                ambiguous = True
+                raise Retryable(f"timeout on {path}") from exc
+            except httpx.TransportError as exc:
+                # Connection refused/reset before a response: Whapi may or may not have it.
+                ambiguous = ambiguous or not isinstance(exc, httpx.ConnectError)
+                raise Retryable(f"network error on {path}: {exc!r}") from exc
+            if response.status_code == 429 or response.status_code >= 500:
+                ambiguous = ambiguous or response.status_code >= 500
+                raise Retryable(
+                    f"HTTP {response.status_code} on {path}",
+                    retry_after=parse_retry_after(response.headers.get("retry-after")),
+                ) from WhapiError(_error_text(response), status=response.status_code)
+            if response.status_code >= 400:
+                raise WhapiError(_error_text(response), status=response.status_code)
+            data = _json(response)
+            message = data.get("message") if isinstance(data, dict) else None
+            message_id = message.get("id") if isinstance(message, dict) else None
+            if not isinstance(message_id, str):
+                raise WhapiError(f"{path}: response without message id")
+            return SentMessage(message_id)
+
+        try:
+            return await retrying(attempt, self._policy, what=f"POST {path}")
+        except httpx.HTTPError as exc:
+            raise WhapiError(f"POST {path}: {exc!r}") from exc
+
+    async def _find_sent(self, chat_id: str, text: str, *, since: float) -> str | None:
+        try:
+            messages = await self.list_messages(chat_id, count=10)
+        except WhapiError as exc:
+            log.warning("could not verify an ambiguous send to %s: %s", chat_id, exc)
+            return None
+        for message in messages:
+            body = message.get("text", {}).get("body") if isinstance(message, dict) else None
+            stamp = message.get("timestamp", 0) if isinstance(message, dict) else 0
+            if (
+                message.get("from_me") is True
+                and body == text
+                and isinstance(stamp, int | float)
+                and stamp >= since
+                and isinstance(message.get("id"), str)
+            ):
+                return str(message["id"])
+        return None
+
+    # -- presence ----------------------------------------------------------------------------
+
+    async def set_presence(self, chat_id: str, presence: str) -> bool:
+        """Show ``typing``/``recording``/``paused`` in a chat. Best effort: one try, short deadline."""
+        try:
+            with trio.fail_after(self._timeout):
+                response = await self._http.put(
+                    f"/presences/{_path_id(chat_id)}", json={"presence": presence}
+                )
+        except (httpx.HTTPError, trio.TooSlowError) as exc:
+            log.debug("presence %s for %s failed: %r", presence, chat_id, exc)
+            return False
+        return response.status_code < 400
+
+    async def subscribe_presence(self, user_id: str) -> bool:
+        """Ask Whapi to deliver this contact's presence; 200 and 409 (already) both count."""
+        try:
+            with trio.fail_after(self._timeout):
+                response = await self._http.post(f"/presences/{_path_id(user_id)}")
+        except (httpx.HTTPError, trio.TooSlowError) as exc:
+            log.info("presence subscription for %s failed: %r", user_id, exc)
+            return False
+        return response.status_code < 400 or response.status_code == 409
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        async def attempt(n: int) -> Any:
+            try:
+                response = await self._http.get(path, params=params)
+            except httpx.TransportError as exc:
+                raise Retryable(f"network error on GET {path}: {exc!r}") from exc
+            if response.status_code == 429 or response.status_code >= 500:
+                raise Retryable(
+                    f"HTTP {response.status_code} on GET {path}",
+                    retry_after=parse_retry_after(response.headers.get("retry-after")),
+                ) from WhapiError(_error_text(response), status=response.status_code)
+            if response.status_code >= 400:
+                raise WhapiError(_error_text(response), status=response.status_code)
+            return _json(response)
+
+        try:
+            return await retrying(attempt, self._policy, what=f"GET {path}")
+        except httpx.HTTPError as exc:
+            raise WhapiError(f"GET {path}: {exc!r}") from exc
+
+    async def get_chat(self, chat_id: str) -> dict[str, Any] | None:
+        try:
+            data = await self._get_json(f"/chats/{_path_id(chat_id)}")
+        except WhapiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return data if isinstance(data, dict) else None
+
+    async def list_messages(self, chat_id: str, *, count: int = 20) -> list[dict[str, Any]]:
+        data = await self._get_json(f"/messages/list/{_path_id(chat_id)}", {"count": count})
+        messages = data.get("messages") if isinstance(data, dict) else None
+        return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise WhapiError(f"invalid JSON from Whapi (HTTP {response.status_code})") from exc
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return f"HTTP {response.status_code}: {error['message']}"
+    return f"HTTP {response.status_code}"

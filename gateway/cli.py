@@ -1,0 +1,150 @@
+"""The ``wabot`` command: ``serve``, ``say`` and the ``store`` maintenance commands.
+
+Exit codes: 0 success; 1 runtime failure; 2 bad configuration or usage (an invalid setting,
+missing credentials in production, the data directory locked by another process, a corrupt
+store). ``wabot say USER TEXT`` posts a simulated customer message to a running sandbox and
+prints the bot's reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import trio
+
+from actors.settings import Settings, SettingsError
+from gateway import logs
+
+log = logging.getLogger("wabot")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wabot", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the bot (the sandbox when credentials are missing)")
+    say = commands.add_parser("say", help="send a message to a running sandbox, print the reply")
+    say.add_argument("user", help="the customer's phone digits, e.g. 573001234567")
+    say.add_argument("text")
+    say.add_argument("--timeout", type=float, default=60.0)
+    store = commands.add_parser("store", help="store maintenance: backup, verify, restore, ...")
+    store.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"wabot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(
+        production=settings.production,
+        level=os.environ.get("WABOT_LOG_LEVEL", "INFO"),
+        secrets=[s for s in (settings.whapi_token, settings.openai_api_key, settings.webhook_secret, settings.admin_token) if s],
+    )
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "say":
+        return say_command(settings, args.user, args.text, args.timeout)
+    from gateway.service import store_config
+    from store.cli import main as store_main
+
+    return store_main(args.args, store_config(settings))
+
+
+def serve(settings: Settings) -> int:
+    if settings.production and settings.sandbox:
+        names = ", ".join(settings.missing_credentials())
+        print(f"wabot: WABOT_ENV=production but {names} not set; refusing to start", file=sys.stderr)
+        return 2
+    if settings.production and not settings.webhook_secret:
+        print("wabot: WABOT_ENV=production requires WABOT_WEBHOOK_SECRET", file=sys.stderr)
+        return 2
+    from gateway.server import run_server
+    from store import DataDirLocked, StoreCorrupt
+
+    async def main_task() -> None:
+        stop = trio.Event()
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(lambda task_status: run_server(settings, stop=stop, task_status=task_status))
+
+                async def watch() -> None:
+                    async for signum in signals:
+                        log.info("received %s", signal.Signals(signum).name)
+                        stop.set()
+                        return
+
+                nursery.start_soon(watch)
+                await stop.wait()
+
+    try:
+        trio.run(main_task)
+    except* (DataDirLocked, StoreCorrupt) as group:
+        for exc in group.exceptions:
+            print(f"wabot: {exc}", file=sys.stderr)
+        return 2
+    log.info("stopped cleanly")
+    return 0
+
+
+def say_command(settings: Settings, user: str, text: str, timeout: float) -> int:
+    import httpx
+
+    from gateway.server import SANDBOX_FILE
+
+    marker = Path(settings.data_dir) / SANDBOX_FILE
+    if not marker.is_file():
+        print(f"wabot: no running sandbox found ({marker} is missing); start one with `make run`", file=sys.stderr)
+        return 1
+    info = json.loads(marker.read_text())
+    chat_id = f"{user}@s.whatsapp.net"
+    headers = {"X-Webhook-Secret": settings.webhook_secret} if settings.webhook_secret else {}
+    with httpx.Client(timeout=10) as client:
+        before = client.get(f"{info['whapi_url']}/__fake__/sent", params={"to": chat_id}).json()
+        after = len(before.get("messages", []))
+        body = {
+            "messages": [
+                {
+                    "id": uuid.uuid4().hex.upper(),
+                    "from_me": False,
+                    "type": "text",
+                    "chat_id": chat_id,
+                    "from": user,
+                    "from_name": "Sandbox",
+                    "source": "mobile",
+                    "timestamp": int(time.time()),
+                    "text": {"body": text},
+                }
+            ],
+            "event": {"type": "messages", "event": "post"},
+            "channel_id": "SANDBOX-CHANNEL",
+        }
+        response = client.post(info["hook_url"], json=body, headers=headers)
+        if response.status_code != 200:
+            print(f"wabot: the bot answered HTTP {response.status_code}: {response.text}", file=sys.stderr)
+            return 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = client.get(
+                f"{info['whapi_url']}/__fake__/sent",
+                params={"to": chat_id, "after": after, "wait": 2},
+                timeout=10,
+            ).json()
+            messages = got.get("messages", [])
+            if messages:
+                for message in messages:
+                    print(message.get("body") or message.get("text", {}).get("body", ""))
+                return 0
+    print("wabot: no reply within the timeout", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

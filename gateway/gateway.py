@@ -1,0 +1,129 @@
+"""The gateway actor: from a parsed webhook to the user actors, through the durable inbox.
+
+For each webhook it owns two decisions: is this message new (a bounded, TTL'd window of ids
+it has delivered, backed by the store's durable dedupe set), and where does each event go.
+Messages are journaled in the store's inbox *before* the webhook is acknowledged; only then
+are they told to their user actor. Presences go only to live actors (they never spawn one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import attrs
+import trio
+
+from actors.runtime import Draining, Supervisor
+from actors.settings import Settings
+from gateway.parse import ParsedWebhook, parse_webhook
+from store import InboxEntry, InboxStatus, Store, StoreUnavailable
+from store.records import utcnow
+
+log = logging.getLogger("gateway")
+
+
+class DedupeWindow:
+    """Message ids recently delivered: at most ``size`` of them, each for ``ttl`` seconds."""
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self._size = size
+        self._ttl = ttl
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __contains__(self, message_id: object) -> bool:
+        if not isinstance(message_id, str):
+            return False
+        seen = self._seen.get(message_id)
+        return seen is not None and seen > trio.current_time() - self._ttl
+
+    def add(self, message_id: str) -> None:
+        now = trio.current_time()
+        self._seen[message_id] = now
+        self._seen.move_to_end(message_id)
+        cutoff = now - self._ttl
+        while self._seen and (
+            len(self._seen) > self._size or next(iter(self._seen.values())) <= cutoff
+        ):
+            self._seen.popitem(last=False)
+
+
+@attrs.define
+class GatewayCounters:
+    webhooks: dict[str, int] = attrs.Factory(dict)
+    messages: int = 0
+    duplicates: int = 0
+    ignored: dict[str, int] = attrs.Factory(dict)
+    presences: int = 0
+    agent_messages: int = 0
+
+    def webhook(self, outcome: str) -> None:
+        self.webhooks[outcome] = self.webhooks.get(outcome, 0) + 1
+
+
+@attrs.frozen
+class Outcome:
+    status: int
+    body: dict[str, Any]
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: Store, supervisor: Supervisor) -> None:
+        self.settings = settings
+        self.store = store
+        self.supervisor = supervisor
+        self.window = DedupeWindow(settings.dedupe_window_size, settings.dedupe_window_seconds)
+        self.counters = GatewayCounters()
+        self.delivery_timeout = max(1.0, settings.whapi_timeout_seconds)
+
+    async def handle(self, body: Any) -> Outcome:
+        parsed = parse_webhook(body, allow_groups=not self.settings.ignore_groups)
+        for reason, count in parsed.ignored.items():
+            self.counters.ignored[reason] = self.counters.ignored.get(reason, 0) + count
+        try:
+            await self._journal_and_route(parsed)
+        except StoreUnavailable as exc:
+            self.counters.webhook("store_unavailable")
+            log.error("webhook not acknowledged, the inbox cannot be written: %s", exc)
+            return Outcome(503, {"error": "storage unavailable, retry later"})
+        except Draining:
+            self.counters.webhook("draining")
+            return Outcome(503, {"error": "shutting down, retry later"})
+        self.counters.webhook("accepted")
+        return Outcome(200, {"received": True})
+
+    async def _journal_and_route(self, parsed: ParsedWebhook) -> None:
+        fresh = [(raw, event) for raw, event in parsed.messages if event.message_id not in self.window]
+        self.counters.duplicates += len(parsed.messages) - len(fresh)
+        if fresh:
+            now = utcnow()
+            entries = [InboxEntry(ev.message_id, ev.user_id, now, raw) for raw, ev in fresh]
+            statuses = await self.store.inbox_add(entries)
+            for (_raw, event), status in zip(fresh, statuses, strict=True):
+                if status is InboxStatus.DONE:
+                    self.counters.duplicates += 1
+                else:
+                    self.counters.messages += status is InboxStatus.NEW
+                    await self.supervisor.tell(event.user_id, event, timeout=self.delivery_timeout)
+                self.window.add(event.message_id)
+        for agent in parsed.agent_messages:
+            self.counters.agent_messages += 1
+            await self.supervisor.tell(agent.user_id, agent, timeout=self.delivery_timeout)
+        for presence in parsed.presences:
+            self.counters.presences += 1
+            self.supervisor.tell_if_live(presence.user_id, presence)
+
+    def recover(self) -> int:
+        """Activate every user with journaled-but-unanswered messages (after a restart)."""
+        users: dict[str, None] = {}
+        for entry in self.store.pending_inbox():
+            users.setdefault(entry.user_id, None)
+        for user_id in users:
+            self.supervisor.activate(user_id)
+        if users:
+            log.info("replaying unanswered messages for %d users", len(users))
+        return len(users)

@@ -1,0 +1,265 @@
+"""Whapi webhook bodies ("body" mode) into typed events, and what is not for the bot.
+
+Parsing is total: any JSON value gives a ``ParsedWebhook`` and never raises. Whatever is not a
+new message or a presence for a customer is counted under a reason (``ignored``) so metrics
+and tests can see why nothing happened. Rules, in order, for each entry of ``messages[]``:
+
+* only ``event.event == "post"`` bodies carry new messages (put/patch/delete are edits);
+* entries that are not objects, or lack an id, chat or sender, are ``malformed``;
+* ``from_me`` with ``source == "api"`` is our own send coming back: ``echo``;
+* ``from_me`` from ``mobile``/``web`` (or anything else) is a human agent: ``AgentMessage``;
+* groups (``@g.us``), broadcasts and newsletters are ``group``/``broadcast`` unless allowed;
+* every other type becomes an ``InboundMessage`` with the text it carries (see ``_content``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+
+from actors.events import AgentMessage, InboundMessage, MediaRef, Presence
+
+_DIGITS = re.compile(r"^\d{5,20}$")
+_NAME_JUNK = re.compile(r"[^\w\s\u00C0-\u024F\u1E00-\u1EFF'.-]")
+PRESENCE_STATUSES = frozenset({"online", "offline", "typing", "recording", "pending", "paused"})
+_MEDIA_KINDS = ("image", "video", "gif", "audio", "voice", "document", "sticker", "short")
+
+
+@attrs.define
+class ParsedWebhook:
+    """What one webhook body means for the bot."""
+
+    #: (raw message dict, event) for each message meant for the bot, in delivery order.
+    messages: list[tuple[dict[str, Any], InboundMessage]] = attrs.Factory(list)
+    agent_messages: list[AgentMessage] = attrs.Factory(list)
+    presences: list[Presence] = attrs.Factory(list)
+    #: reason -> count of entries that need nothing from the bot.
+    ignored: dict[str, int] = attrs.Factory(dict)
+
+    def ignore(self, reason: str, count: int = 1) -> None:
+        self.ignored[reason] = self.ignored.get(reason, 0) + count
+
+
+def bare(jid: str) -> str:
+    """``573001234567@s.whatsapp.net`` -> ``573001234567``."""
+    return jid.split("@", 1)[0]
+
+
+def clean_name(raw: Any) -> str | None:
+    """A display name with emoji and punctuation removed, at most 50 characters."""
+    if not isinstance(raw, str):
+        return None
+    name = " ".join(_NAME_JUNK.sub("", raw).split())[:50].strip()
+    return name or None
+
+
+def parse_webhook(body: Any, *, allow_groups: bool = False) -> ParsedWebhook:
+    parsed = ParsedWebhook()
+    if not isinstance(body, dict):
+        parsed.ignore("not_an_object")
+        return parsed
+    event = body.get("event")
+    method = event.get("event") if isinstance(event, dict) else None
+
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages:
+        if method != "post":
+            parsed.ignore("message_update", len(messages))
+        else:
+            for raw in messages:
+                _parse_message(raw, parsed, allow_groups=allow_groups)
+
+    presences = body.get("presences")
+    if isinstance(presences, list):
+        for raw in presences:
+            _parse_presence(raw, parsed)
+
+    for key in ("statuses", "chats", "chats_updates", "contacts", "groups", "labels", "calls"):
+        value = body.get(key)
+        if isinstance(value, list) and value:
+            parsed.ignore(key, len(value))
+    if not (parsed.messages or parsed.agent_messages or parsed.presences or parsed.ignored):
+        parsed.ignore("empty")
+    return parsed
+
+
+def parse_message(raw: Any, *, allow_groups: bool = False) -> InboundMessage | None:
+    """Parse one stored message (an inbox replay); ``None`` if it is not for the bot."""
+    parsed = ParsedWebhook()
+    _parse_message(raw, parsed, allow_groups=allow_groups)
+    return parsed.messages[0][1] if parsed.messages else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _parse_message(raw: Any, parsed: ParsedWebhook, *, allow_groups: bool) -> None:
+    if not isinstance(raw, dict):
+        parsed.ignore("malformed")
+        return
+    message_id, chat_id, kind = _str(raw.get("id")), _str(raw.get("chat_id")), _str(raw.get("type"))
+    if not message_id or not chat_id or not kind or len(message_id) > 200 or len(chat_id) > 200:
+        parsed.ignore("malformed")
+        return
+    domain = chat_id.partition("@")[2]
+    if domain == "g.us" and not allow_groups:
+        parsed.ignore("group")
+        return
+    if domain in {"broadcast", "newsletter"} or chat_id.startswith("status@"):
+        parsed.ignore("broadcast")
+        return
+    timestamp = raw.get("timestamp")
+    ts = float(timestamp) if isinstance(timestamp, int | float) else 0.0
+
+    if raw.get("from_me") is True:
+        source = _str(raw.get("source")) or "unknown"
+        if source == "api":
+            parsed.ignore("echo")
+            return
+        text = _content(raw, kind)
+        user_id = bare(chat_id)
+        if not text or not _DIGITS.match(user_id):
+            parsed.ignore("agent_without_text")
+            return
+        parsed.agent_messages.append(
+            AgentMessage(
+                message_id=message_id,
+                user_id=user_id,
+                chat_id=chat_id,
+                text=text,
+                source=source,
+                agent_name=clean_name(raw.get("from_name")) or "Agente",
+                timestamp=ts,
+            )
+        )
+        return
+
+    sender = _str(raw.get("from")) or bare(chat_id)
+    user_id = bare(sender)
+    if not _DIGITS.match(user_id):
+        parsed.ignore("malformed")
+        return
+    if kind in {"system", "call", "action", "revoked", "hsm", "unknown", "e2e_notification"}:
+        parsed.ignore(f"type:{kind}")
+        return
+    text = _content(raw, kind)
+    if text is None:
+        parsed.ignore(f"type:{kind}")
+        return
+    name = clean_name(raw.get("chat_name")) or clean_name(raw.get("from_name")) or user_id
+    parsed.messages.append(
+        (
+            raw,
+            InboundMessage(
+                message_id=message_id,
+                user_id=user_id,
+                chat_id=chat_id,
+                user_name=name,
+                kind=kind,
+                text=text,
+                timestamp=ts,
+                media=_media(raw, kind),
+            ),
+        )
+    )
+
+
+def _media(raw: dict[str, Any], kind: str) -> MediaRef | None:
+    if kind not in _MEDIA_KINDS:
+        return None
+    body = raw.get(kind)
+    if not isinstance(body, dict):
+        return None
+
+    def number(key: str) -> float | None:
+        value = body.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    size = number("file_size")
+    return MediaRef(
+        media_id=_str(body.get("id")),
+        link=_str(body.get("link")),
+        mime_type=_str(body.get("mime_type")),
+        file_size=int(size) if size is not None else None,
+        seconds=number("seconds"),
+        filename=_str(body.get("filename")),
+    )
+
+
+def _field(raw: dict[str, Any], kind: str, key: str) -> str | None:
+    body = raw.get(kind)
+    if isinstance(body, dict):
+        value = body.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _content(raw: dict[str, Any], kind: str) -> str | None:
+    """The text a message carries, or a short description; ``None`` if it carries nothing."""
+    if kind == "text":
+        return _field(raw, "text", "body")
+    if kind == "link_preview":
+        return _field(raw, "link_preview", "body") or _field(raw, "link_preview", "url")
+    if kind in {"voice", "audio"}:
+        return "[nota de voz]"
+    if kind in {"image", "video", "gif", "short"}:
+        caption = _field(raw, kind, "caption")
+        label = {"image": "imagen", "gif": "gif"}.get(kind, "video")
+        return f"[{label}] {caption}" if caption else f"[{label}]"
+    if kind == "document":
+        name = _field(raw, "document", "filename")
+        caption = _field(raw, "document", "caption")
+        parts = [f"[documento: {name}]" if name else "[documento]", caption or ""]
+        return " ".join(p for p in parts if p)
+    if kind == "sticker":
+        return "[sticker]"
+    if kind in {"location", "live_location"}:
+        loc = raw.get(kind) if isinstance(raw.get(kind), dict) else {}
+        lat, lng = loc.get("latitude"), loc.get("longitude")
+        where = " ".join(
+            str(x) for x in (loc.get("name"), loc.get("address")) if isinstance(x, str) and x
+        )
+        coords = f"{lat},{lng}" if isinstance(lat, int | float) and isinstance(lng, int | float) else ""
+        return f"[ubicación] {where} {coords}".strip()
+    if kind in {"contact", "contact_list"}:
+        contact = raw.get(kind) if isinstance(raw.get(kind), dict) else {}
+        name = contact.get("name") if isinstance(contact.get("name"), str) else ""
+        return f"[contacto] {name}".strip()
+    if kind == "reply":
+        reply = raw.get("reply") if isinstance(raw.get("reply"), dict) else {}
+        for key in ("buttons_reply", "list_reply"):
+            choice = reply.get(key)
+            if isinstance(choice, dict) and isinstance(choice.get("title"), str):
+                return choice["title"].strip() or None
+        return None
+    if kind == "interactive":
+        return _field(raw, "interactive", "body") or "[mensaje interactivo]"
+    if kind == "poll":
+        return _field(raw, "poll", "title") or "[encuesta]"
+    if kind == "product":
+        return "[producto del catálogo]"
+    if kind == "group_invite":
+        return "[invitación a un grupo]"
+    # Reactions and anything else: the original ignored them silently; we ignore them on the
+    # record (counted under "type:<kind>") because they carry no request for the bot.
+    return _field(raw, kind, "body")
+
+
+def _parse_presence(raw: Any, parsed: ParsedWebhook) -> None:
+    if not isinstance(raw, dict):
+        parsed.ignore("malformed_presence")
+        return
+    contact, status = _str(raw.get("contact_id")), _str(raw.get("status"))
+    if not contact or not status:
+        parsed.ignore("malformed_presence")
+        return
+    user_id = bare(contact)
+    status = status.lower()
+    if not _DIGITS.match(user_id) or status not in PRESENCE_STATUSES:
+        parsed.ignore("malformed_presence")
+        return
+    parsed.presences.append(Presence(user_id=user_id, status=status))

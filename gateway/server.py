@@ -1,0 +1,129 @@
+"""Serving wabot: hypercorn's trio worker in-process, the sandbox when credentials are missing.
+
+``run_server`` is what ``wabot serve`` runs: it starts the service (store, actors), serves the
+app, and on ``stop`` drains in the order an operator expects — readiness 503 and webhooks 503
+at once while the listener stays up, in-flight turns finish within ``WABOT_DRAIN_SECONDS``,
+then the listener closes and the store flushes. Without credentials the loopback fakes of
+Whapi and OpenAI run in the same nursery and a banner says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from actors.settings import Settings
+from gateway.app import SECRET_HEADER, create_app
+from gateway.service import BehaviorWrapper, Service
+
+log = logging.getLogger("gateway.server")
+
+SANDBOX_FILE = "sandbox.json"
+SANDBOX_BANNER = """
+===============================================================================
+  wabot is running in the LOCAL SANDBOX: {missing} not set.
+  Whapi and OpenAI are loopback fakes in this process; nothing reaches WhatsApp
+  or OpenAI. Try it:   .venv/bin/wabot say 573001234567 "Hola"
+  Set WHAPI_TOKEN and OPENAI_API_KEY (or .env) to talk to the real services.
+===============================================================================
+"""
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.graceful_timeout = 5.0
+    config.read_timeout = 30
+    config.keep_alive_timeout = 5.0
+    config.h11_max_incomplete_size = 16 * 1024
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.workers = 1
+    return config
+
+
+@attrs.frozen
+class Running:
+    """What a started server reports: where it listens, and the sandbox fakes if any."""
+
+    url: str
+    service: Service
+    sandbox: Any = None
+
+
+async def run_server(
+    settings: Settings,
+    *,
+    stop: trio.Event,
+    wrap_behavior: BehaviorWrapper | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``stop`` is set, then drain and return."""
+    missing = settings.missing_credentials()
+    async with trio.open_nursery() as outer:
+        sandbox = None
+        if settings.sandbox:
+            from sandbox.run import run_sandbox
+
+            whapi_token = settings.whapi_token or f"sandbox-{secrets.token_hex(8)}"
+            openai_key = settings.openai_api_key or f"sandbox-{secrets.token_hex(8)}"
+            sandbox = await outer.start(
+                partial(run_sandbox, whapi_token=whapi_token, openai_key=openai_key)
+            )
+            settings = attrs.evolve(
+                settings,
+                whapi_token=whapi_token,
+                openai_api_key=openai_key,
+                whapi_api_url=sandbox.whapi_url,
+                openai_base_url=sandbox.openai_url,
+            )
+        async with trio.open_nursery() as inner:
+            service = Service(settings, wrap_behavior=wrap_behavior)
+            await inner.start(service.run)
+            http_stop = trio.Event()
+            binds = await inner.start(
+                partial(
+                    hypercorn_serve,
+                    create_app(service),
+                    hypercorn_config(settings),
+                    shutdown_trigger=http_stop.wait,
+                )
+            )
+            url = _loopback(binds[0])
+            log.info("listening on %s", url)
+            marker = settings.data_dir / SANDBOX_FILE
+            if sandbox is not None:
+                sandbox.whapi.webhook_url = f"{url}/hook"
+                if settings.webhook_secret:
+                    sandbox.whapi.webhook_headers = {SECRET_HEADER: settings.webhook_secret}
+                _write_marker(marker, url, sandbox)
+                print(SANDBOX_BANNER.format(missing=" and ".join(missing)), flush=True)
+            task_status.started(Running(url=url, service=service, sandbox=sandbox))
+            try:
+                await stop.wait()
+            finally:
+                with trio.CancelScope(shield=True):
+                    marker.unlink(missing_ok=True)
+                    log.info("stopping: draining in-flight turns")
+                    await service.drain()
+                    http_stop.set()
+                    service.stop()
+        outer.cancel_scope.cancel()
+
+
+def _loopback(bind: str) -> str:
+    return bind.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://127.0.0.1:")
+
+
+def _write_marker(path: Path, url: str, sandbox: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"hook_url": f"{url}/hook", "whapi_url": sandbox.whapi_url}))

@@ -1,0 +1,157 @@
+"""The service: owns the store, the upstream clients, the supervisor and the gateway.
+
+``Service.run`` is the one place where wabot's long-lived parts are opened and closed, in
+order, under one nursery that wabot owns (not quart's background nursery, which is cancelled
+as soon as ``after_serving`` returns). Shutdown is a drain: ``begin_drain`` flips readiness
+and makes webhooks answer 503 at once; ``drain`` lets in-flight turns finish within the
+drain budget while unstarted buffers stay in the durable inbox; then the supervisor stops,
+the clients close, and the store flushes and writes its final snapshot on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import trio
+
+from actors.model import ModelClient
+from actors.retry import RetryPolicy
+from actors.runtime import Behavior, Cell, RuntimeConfig, Supervisor
+from actors.settings import Settings
+from actors.user import UserActor, UserDeps
+from actors.whapi import WhapiClient
+from gateway.gateway import Gateway
+from gateway.parse import parse_message
+from store import Store, StoreConfig, open_store
+
+log = logging.getLogger("gateway.service")
+
+BehaviorWrapper = Callable[[str, Cell, Behavior], Behavior]
+
+
+def store_config(settings: Settings) -> StoreConfig:
+    return StoreConfig(data_dir=settings.data_dir)
+
+
+def runtime_config(settings: Settings) -> RuntimeConfig:
+    return RuntimeConfig(
+        idle_seconds=settings.idle_seconds,
+        mailbox_size=settings.mailbox_size,
+        max_actors=settings.max_actors,
+        restart_limit=settings.restart_limit,
+        restart_window_seconds=settings.restart_window_seconds,
+        restart_backoff_seconds=settings.restart_backoff_seconds,
+        restart_backoff_max_seconds=settings.restart_backoff_max_seconds,
+        park_seconds=settings.park_seconds,
+    )
+
+
+class Service:
+    """wabot's runtime, independent of how it is served (``wabot serve`` or hypercorn)."""
+
+    def __init__(self, settings: Settings, *, wrap_behavior: BehaviorWrapper | None = None) -> None:
+        self.settings = settings
+        self.wrap_behavior = wrap_behavior
+        self.store: Store | None = None
+        self.supervisor: Supervisor | None = None
+        self.gateway: Gateway | None = None
+        self.started_at = 0.0
+        self.turn_outcomes: dict[str, int] = {}
+        self._draining = False
+        self._drain_deadline: float | None = None
+        self._stop = trio.Event()
+        self._drained = trio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return (
+            not self._draining
+            and self.gateway is not None
+            and self.store is not None
+            and self.store.healthy
+            and self.supervisor is not None
+            and self.supervisor.running
+        )
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def run(self, *, task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED) -> None:
+        settings = self.settings
+        retry = partial(
+            RetryPolicy, base_seconds=settings.retry_base_seconds, max_seconds=settings.retry_max_seconds
+        )
+        async with open_store(store_config(settings)) as store:
+            whapi = WhapiClient(
+                base_url=settings.whapi_api_url,
+                token=settings.whapi_token or "",
+                timeout=settings.whapi_timeout_seconds,
+                policy=retry(attempts=settings.whapi_max_attempts),
+            )
+            model = ModelClient(
+                api_key=settings.openai_api_key or "",
+                base_url=settings.openai_base_url,
+                model=settings.openai_model,
+                instructions=settings.instructions,
+                timeout=settings.openai_timeout_seconds,
+                policy=retry(attempts=settings.openai_max_attempts),
+            )
+            try:
+                deps = UserDeps(
+                    settings=settings,
+                    store=store,
+                    whapi=whapi,
+                    model=model,
+                    parse=partial(parse_message, allow_groups=not settings.ignore_groups),
+                    turn_counter=self._count_turn,
+                )
+                await self._run_with(store, deps, task_status)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await whapi.aclose()
+                    await model.aclose()
+
+    async def _run_with(self, store: Store, deps: UserDeps, task_status: Any) -> None:
+        def factory(key: str, cell: Cell) -> Behavior:
+            actor: Behavior = UserActor(key, cell, deps)
+            return self.wrap_behavior(key, cell, actor) if self.wrap_behavior else actor
+
+        supervisor = Supervisor(factory, runtime_config(self.settings))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            self.store, self.supervisor = store, supervisor
+            self.gateway = Gateway(self.settings, store, supervisor)
+            self.gateway.recover()
+            self.started_at = trio.current_time()
+            task_status.started(self)
+            await self._stop.wait()
+            await self.drain()
+            supervisor.stop()
+        log.info("actors stopped; flushing the store")
+
+    def _count_turn(self, outcome: str) -> None:
+        self.turn_outcomes[outcome] = self.turn_outcomes.get(outcome, 0) + 1
+
+    def begin_drain(self) -> None:
+        """Readiness 503 and webhooks 503 from now on; the drain budget starts now."""
+        if not self._draining:
+            self._draining = True
+            self._drain_deadline = trio.current_time() + self.settings.drain_seconds
+            log.info("draining: new webhooks get 503, in-flight turns have %.0fs", self.settings.drain_seconds)
+
+    async def drain(self) -> None:
+        """Let in-flight turns finish (within the budget) and stop every actor cooperatively."""
+        self.begin_drain()
+        if self.supervisor is not None and not self._drained.is_set():
+            assert self._drain_deadline is not None
+            await self.supervisor.drain(self._drain_deadline)
+        self._drained.set()
+
+    def stop(self) -> None:
+        """Drain, then close everything (``run`` returns)."""
+        self.begin_drain()
+        self._stop.set()
