@@ -9,6 +9,7 @@ bot. ``chat_id`` is kept exactly as received (``…@s.whatsapp.net`` or ``…@li
 from __future__ import annotations
 
 import attrs
+import trio
 
 
 @attrs.frozen
@@ -66,4 +67,18 @@ class Presence:
     status: str
 
 
-UserEvent = InboundMessage | AgentMessage | Presence
+@attrs.define(eq=False)
+class Control:
+    """An operator's command for one user actor (admin API): pause, resume or reset.
+
+    The actor owns the user's record, so commands go through its mailbox like everything
+    else; the caller waits on ``done`` and reads ``result``.
+    """
+
+    action: str
+    seconds: float | None = None
+    done: trio.Event = attrs.Factory(trio.Event)
+    result: dict[str, object] = attrs.Factory(dict)
+
+
+UserEvent = InboundMessage | AgentMessage | Presence | Control

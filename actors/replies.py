@@ -23,7 +23,9 @@ _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 def to_whatsapp(text: str) -> str:
     """Markdown as models write it → WhatsApp's own markup."""
     text = _CITATION.sub("", text)
-    text = _LINK.sub(lambda m: m.group(1) if m.group(1) == m.group(2) else f"{m.group(1)} ({m.group(2)})", text)
+    text = _LINK.sub(
+        lambda m: m.group(1) if m.group(1) == m.group(2) else f"{m.group(1)} ({m.group(2)})", text
+    )
     text = _HEADING.sub(lambda m: f"*{m.group(1).strip('*')}*", text)
     text = _BOLD.sub(lambda m: f"*{m.group(1) or m.group(2)}*", text)
     text = _STRIKE.sub(lambda m: f"~{m.group(1)}~", text)

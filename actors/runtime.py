@@ -145,7 +145,9 @@ class Supervisor:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run until ``drain`` finishes; every actor task lives in this nursery."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -214,8 +216,8 @@ class Supervisor:
             return False
         return True
 
-    async def tell(self, key: str, message: Any, *, timeout: float) -> bool:
-        """Deliver, waiting up to ``timeout`` for mailbox space (backpressure).
+    async def tell(self, key: str, message: Any, *, wait: float) -> bool:
+        """Deliver, waiting up to ``wait`` seconds for mailbox space (backpressure).
 
         On timeout the cell is flagged to resynchronise from the durable inbox, so a message
         that is journaled but did not fit is still picked up; returns False in that case.
@@ -223,14 +225,14 @@ class Supervisor:
         if self.tell_nowait(key, message):
             return True
         cell = self.activate(key)
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(wait):
             try:
                 await cell.send.send(message)
                 return True
             except trio.ClosedResourceError:
                 pass
         cell.resync = True
-        log.warning("mailbox of %s stayed full for %.1fs; the actor will resync", key, timeout)
+        log.warning("mailbox of %s stayed full for %.1fs; the actor will resync", key, wait)
         return False
 
     def tell_if_live(self, key: str, message: Any) -> bool:

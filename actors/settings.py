@@ -52,6 +52,10 @@ class Settings:
     tmp_dir: Path = Path("tmp/audio")
     env: str = "development"
     max_body_bytes: int = 4 * 1024 * 1024
+    #: After the drain, open HTTP connections get this long to finish before they are closed.
+    http_graceful_seconds: float = 5.0
+    #: A client that sends nothing for this long is disconnected (slowloris).
+    http_read_timeout_seconds: float = 30.0
     ignore_groups: bool = True
 
     # Buffering (seconds).
@@ -75,6 +79,10 @@ class Settings:
     dedupe_window_seconds: float = 3600.0
     echo_ids_size: int = 256
     drain_seconds: float = 25.0
+    handoff_pause_seconds: float = 3600.0
+    memory_soft_mb: float = 1024.0
+    memory_hard_mb: float = 1536.0
+    memory_check_seconds: float = 10.0
 
     # Turns and upstream calls.
     turn_timeout_seconds: float = 120.0
@@ -199,6 +207,8 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_TMP_DIR", "tmp_dir", lambda _n, raw: Path(raw)),
     ("WABOT_ENV", "env", _env_name),
     ("WABOT_MAX_BODY_BYTES", "max_body_bytes", _count),
+    ("WABOT_HTTP_GRACEFUL_SECONDS", "http_graceful_seconds", _seconds),
+    ("WABOT_HTTP_READ_TIMEOUT_SECONDS", "http_read_timeout_seconds", _positive_seconds),
     ("WABOT_IGNORE_GROUPS", "ignore_groups", _bool),
     ("WABOT_BUFFER_SECONDS", "buffer_seconds", _seconds),
     ("WABOT_VOICE_BUFFER_SECONDS", "voice_buffer_seconds", _seconds),
@@ -218,6 +228,10 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_DEDUPE_WINDOW_SECONDS", "dedupe_window_seconds", _positive_seconds),
     ("WABOT_ECHO_IDS_SIZE", "echo_ids_size", _count),
     ("WABOT_DRAIN_SECONDS", "drain_seconds", _seconds),
+    ("WABOT_HANDOFF_PAUSE_SECONDS", "handoff_pause_seconds", _positive_seconds),
+    ("WABOT_MEMORY_SOFT_MB", "memory_soft_mb", _seconds),
+    ("WABOT_MEMORY_HARD_MB", "memory_hard_mb", _seconds),
+    ("WABOT_MEMORY_CHECK_SECONDS", "memory_check_seconds", _positive_seconds),
     ("WABOT_TURN_TIMEOUT_SECONDS", "turn_timeout_seconds", _positive_seconds),
     ("WABOT_OPENAI_TIMEOUT_SECONDS", "openai_timeout_seconds", _positive_seconds),
     ("WABOT_OPENAI_MAX_ATTEMPTS", "openai_max_attempts", _count),

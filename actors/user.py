@@ -23,17 +23,19 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 
 import attrs
 import trio
 
-from actors.events import AgentMessage, InboundMessage, Presence
+from actors.events import AgentMessage, Control, InboundMessage, Presence
 from actors.model import ModelClient, ModelError, user_message
 from actors.replies import split_parts, to_whatsapp, typing_time
 from actors.runtime import Cell
 from actors.settings import Settings
+from actors.telemetry import Telemetry
 from actors.whapi import WhapiClient, WhapiError
 from store import Store, UserRecord
 from store.records import utcnow
@@ -51,7 +53,7 @@ class UserDeps:
     model: ModelClient
     #: Parses a stored Whapi message (durable inbox payload) back into an event.
     parse: Callable[[dict[str, Any]], InboundMessage | None]
-    turn_counter: Callable[[str], None] = lambda outcome: None
+    telemetry: Telemetry = attrs.Factory(Telemetry)
 
 
 @attrs.define
@@ -170,7 +172,9 @@ class UserActor:
             "buffer": {
                 "messages": len(self.buffer),
                 "chars": self.buffer.chars,
-                "age_seconds": round(now - self.buffer.first_at, 3) if self.buffer.messages else None,
+                "age_seconds": round(now - self.buffer.first_at, 3)
+                if self.buffer.messages
+                else None,
                 "due_in_seconds": _round(self._due() - now),
             },
             "typing": {
@@ -181,7 +185,9 @@ class UserActor:
             "turns": self.turns,
             "flood_dropped": self.flood_dropped,
             "conversation_id": record.conversation_id if record else None,
-            "paused_until": record.paused_until.isoformat() if record and record.paused_until else None,
+            "paused_until": record.paused_until.isoformat()
+            if record and record.paused_until
+            else None,
             "last_activity": record.last_activity.isoformat() if record else None,
         }
         if self.turn is not None:
@@ -235,6 +241,8 @@ class UserActor:
             self._on_presence(message)
         elif isinstance(message, AgentMessage):
             self._on_agent(message)
+        elif isinstance(message, Control):
+            self._in_background(self._control(message))
         else:
             raise TypeError(f"unexpected message for a user actor: {message!r}")
 
@@ -242,6 +250,11 @@ class UserActor:
         if message.message_id in self.buffer.ids or message.message_id in self._handled:
             return  # a redelivery, or a replayed entry we already hold
         if self.turn is not None and message.message_id in self.turn.message_ids:
+            return
+        if self.paused():
+            # A human agent has this chat: the bot stays out of it.
+            self._handled.add(message.message_id)
+            self._in_background(self._settle([message.message_id], "dropped:paused"))
             return
         now = trio.current_time()
         buffer = self.buffer
@@ -268,16 +281,50 @@ class UserActor:
         self.typing_status = None
         if not self._subscribed and self._nursery is not None:
             self._subscribed = True
-            self._background += 1
-            self._nursery.start_soon(self._subscribe_presence)
+            self._in_background(self._subscribe_presence())
 
     def _drop_flood(self, message: InboundMessage) -> None:
         self.flood_dropped += 1
+        self.deps.telemetry.flood_dropped.inc()
         self._handled.add(message.message_id)
         log.warning("user %s: buffer full, message dropped under the flood rule", self.key)
-        if self._nursery is not None:
-            self._background += 1
-            self._nursery.start_soon(self._settle, [message.message_id], "dropped:flood")
+        self._in_background(self._settle([message.message_id], "dropped:flood"))
+
+    def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run a short job in the actor's nursery; the actor is not idle until it is done."""
+        assert self._nursery is not None
+        self._background += 1
+
+        async def runner() -> None:
+            try:
+                await job
+            finally:
+                self._background -= 1
+
+        self._nursery.start_soon(runner)
+
+    async def _control(self, command: Control) -> None:
+        try:
+            record = self.record or UserRecord.new(self.key, f"{self.key}@s.whatsapp.net", self.key)
+            if command.action == "pause":
+                seconds = command.seconds or self.settings.handoff_pause_seconds
+                record = attrs.evolve(record, paused_until=utcnow() + timedelta(seconds=seconds))
+            elif command.action == "resume":
+                record = attrs.evolve(record, paused_until=None)
+            elif command.action == "reset":
+                record = attrs.evolve(record, conversation_id=None, context_fingerprint=None)
+            else:
+                raise ValueError(f"unknown action {command.action!r}")
+            await self.deps.store.put(record)
+            self.record = record
+            command.result.update(ok=True, record=record.to_json())
+            log.info("user %s: operator %s", self.key, command.action)
+        except Exception as exc:
+            command.result.update(ok=False, error=str(exc))
+        finally:
+            command.done.set()
+            if self._wake is not None:
+                self._wake.cancel()
 
     def _on_presence(self, presence: Presence) -> None:
         if presence.status in {"typing", "recording"}:
@@ -325,8 +372,9 @@ class UserActor:
             if not await self._send_fallback(chat_id):
                 outcome = "failed"
         finally:
-            self.deps.turn_counter(outcome)
-            await self._settle(turn.message_ids, outcome, background=False)
+            self.deps.telemetry.turns.labels(outcome).inc()
+            self.deps.telemetry.turn_seconds.observe(trio.current_time() - turn.started_at)
+            await self._settle(turn.message_ids, outcome)
             self.turn = None
             if self._wake is not None:
                 self._wake.cancel()  # re-evaluate: a buffer may have become due mid-turn
@@ -338,11 +386,12 @@ class UserActor:
             typing_scope.start_soon(self._keep_typing, last.chat_id, "typing")
             conversation_id = await self._ensure_conversation(record)
             text = "\n".join(m.text for m in batch)
-            reply = await self.deps.model.respond(
-                conversation_id=conversation_id,
-                input_items=[user_message(text)],
-                user_id=self.key,
-            )
+            with self.deps.telemetry.model_seconds.time():
+                reply = await self.deps.model.respond(
+                    conversation_id=conversation_id,
+                    input_items=[user_message(text)],
+                    user_id=self.key,
+                )
             answer = to_whatsapp(reply.text)
             if not answer:
                 raise ModelError("the model returned an empty answer")
@@ -392,7 +441,12 @@ class UserActor:
                 maximum=settings.typing_time_max,
                 chars_per_second=settings.typing_chars_per_second,
             )
-            sent = await self.deps.whapi.send_text(chat_id, part, typing_time=seconds)
+            try:
+                sent = await self.deps.whapi.send_text(chat_id, part, typing_time=seconds)
+            except Exception:
+                self.deps.telemetry.sends.labels("text", "error").inc()
+                raise
+            self.deps.telemetry.sends.labels("text", "ok").inc()
             self._sent_ids.add(sent.message_id)
 
     async def _send_fallback(self, chat_id: str) -> bool:
@@ -407,7 +461,9 @@ class UserActor:
         log.error("user %s: the fallback send timed out", self.key)
         return False
 
-    async def _settle(self, message_ids: list[str], outcome: str, *, background: bool = True) -> None:
+    async def _settle(
+        self, message_ids: list[str], outcome: str, *, background: bool = True
+    ) -> None:
         """Mark messages done in the durable inbox (shielded: a drain must not strand it)."""
         try:
             for message_id in message_ids:
@@ -417,9 +473,6 @@ class UserActor:
                 await self.deps.store.inbox_done(message_ids, outcome)
         except Exception as exc:
             log.error("user %s: could not mark messages done: %r", self.key, exc)
-        finally:
-            if background:
-                self._background -= 1
 
     async def _keep_typing(self, chat_id: str, presence: str) -> None:
         while True:
@@ -427,11 +480,8 @@ class UserActor:
             await trio.sleep(self.settings.typing_refresh_seconds)
 
     async def _subscribe_presence(self) -> None:
-        try:
-            with trio.move_on_after(self.settings.whapi_timeout_seconds):
-                await self.deps.whapi.subscribe_presence(self.key)
-        finally:
-            self._background -= 1
+        with trio.move_on_after(self.settings.whapi_timeout_seconds):
+            await self.deps.whapi.subscribe_presence(self.key)
 
 
 def _expected(exc: BaseException) -> bool:

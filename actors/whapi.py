@@ -75,7 +75,9 @@ class WhapiClient:
 
     # -- sends -------------------------------------------------------------------------------
 
-    async def send_text(self, to: str, body: str, *, typing_time: float | None = None) -> SentMessage:
+    async def send_text(
+        self, to: str, body: str, *, typing_time: float | None = None
+    ) -> SentMessage:
         payload: dict[str, Any] = {"to": to, "body": body}
         if typing_time is not None and typing_time > 0:
             payload["typing_time"] = round(typing_time, 1)
@@ -151,7 +153,7 @@ class WhapiClient:
     # -- presence ----------------------------------------------------------------------------
 
     async def set_presence(self, chat_id: str, presence: str) -> bool:
-        """Show ``typing``/``recording``/``paused`` in a chat. Best effort: one try, short deadline."""
+        """Show ``typing``/``recording``/``paused`` in a chat; best effort, one try."""
         try:
             with trio.fail_after(self._timeout):
                 response = await self._http.put(

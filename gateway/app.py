@@ -14,10 +14,13 @@ import json
 import logging
 from typing import Any
 
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from actors.events import Control
 from gateway.service import Service
 
 log = logging.getLogger("gateway.app")
@@ -51,19 +54,24 @@ def create_app(service: Service) -> QuartTrio:
         if settings.webhook_secret is not None and not secrets_match(
             request.headers.get(SECRET_HEADER), settings.webhook_secret
         ):
+            service.reject("unauthorized")
             return _json({"error": "unauthorized"}, 401)
         if service.draining or service.gateway is None:
+            service.reject("draining")
             return _json({"error": "not ready, retry later"}, 503)
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
+            service.reject("too_large")
             return _json({"error": "body too large"}, 413)
         try:
             raw = await request.get_data(cache=False)
         except RequestEntityTooLarge:
+            service.reject("too_large")
             return _json({"error": "body too large"}, 413)
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            service.reject("malformed")
             return _json({"error": "malformed JSON"}, 400)
         outcome = await service.gateway.handle(body)
         return _json(outcome.body, outcome.status)
@@ -90,12 +98,16 @@ def create_app(service: Service) -> QuartTrio:
         supervisor = service.supervisor
         stats = store.stats() if store else None
         body = {
-            "status": "healthy" if service.ready else ("draining" if service.draining else "unhealthy"),
+            "status": "healthy"
+            if service.ready
+            else ("draining" if service.draining else "unhealthy"),
             "environment": settings.env,
             "port": settings.port,
             "initialized": service.gateway is not None,
             "activeBuffers": sum(
-                1 for cell in (supervisor.cells() if supervisor else []) if cell.phase == "buffering"
+                1
+                for cell in (supervisor.cells() if supervisor else [])
+                if cell.phase == "buffering"
             ),
             "threadStats": {
                 "totalThreads": stats.records if stats else 0,
@@ -105,6 +117,95 @@ def create_app(service: Service) -> QuartTrio:
             "inboxPending": stats.pending if stats else 0,
         }
         return _json(body)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(
+            generate_latest(service.telemetry.registry), status=200, mimetype=CONTENT_TYPE_LATEST
+        )
+
+    def admin_denied() -> Response | None:
+        """None if the request carries the admin token; else the response to send."""
+        token = settings.admin_token
+        if not token:
+            return _json({"error": "admin endpoints are disabled (no WABOT_ADMIN_TOKEN)"}, 404)
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not secrets_match(given.strip(), token):
+            service.reject("admin_unauthorized")
+            return _json({"error": "unauthorized"}, 401)
+        return None
+
+    @app.get("/actors")
+    async def actors() -> Response:
+        if (denied := admin_denied()) is not None:
+            return denied
+        supervisor = service.supervisor
+        cells = supervisor.cells() if supervisor else []
+        now = trio.current_time()
+        phases: dict[str, int] = {}
+        for cell in cells:
+            phases[cell.phase] = phases.get(cell.phase, 0) + 1
+        busiest = sorted(cells, key=lambda c: (c.mailbox_depth, now - c.spawned_at), reverse=True)
+        return _json(
+            {
+                "live": len(cells),
+                "phases": phases,
+                "busiest": [
+                    {
+                        "user": cell.key,
+                        "phase": cell.phase,
+                        "mailbox": cell.mailbox_depth,
+                        "age_seconds": round(now - cell.spawned_at, 3),
+                        "idle_seconds": round(now - cell.last_active, 3),
+                        "restarts": cell.restarts,
+                    }
+                    for cell in busiest[:20]
+                ],
+            }
+        )
+
+    @app.get("/actors/<user>")
+    async def actor(user: str) -> Response:
+        if (denied := admin_denied()) is not None:
+            return denied
+        include_text = request.args.get("text") in {"1", "true", "yes"}
+        cell = service.supervisor.cell(user) if service.supervisor else None
+        if cell is not None and cell.behavior is not None:
+            info = cell.behavior.inspect(include_text=include_text)
+            info.update(
+                live=True,
+                mailbox=cell.mailbox_depth,
+                restarts=cell.restarts,
+                parked=cell.parked_until is not None,
+                idle_seconds=round(trio.current_time() - cell.last_active, 3),
+            )
+            return _json(info)
+        record = service.store.get(user) if service.store else None
+        if record is None:
+            return _json({"error": "unknown user"}, 404)
+        return _json(
+            {"user": user, "live": False, "phase": "passivated", "record": record.to_json()}
+        )
+
+    @app.post("/actors/<user>/<action>")
+    async def control(user: str, action: str) -> Response:
+        if (denied := admin_denied()) is not None:
+            return denied
+        if action not in {"pause", "resume", "reset"}:
+            return _json({"error": "unknown action"}, 404)
+        if not user.isdigit() or len(user) > 20:
+            return _json({"error": "a user is the phone number's digits"}, 400)
+        seconds = request.args.get("seconds", type=float)
+        command = Control(action, seconds)
+        if service.supervisor is None or service.draining:
+            return _json({"error": "not ready"}, 503)
+        await service.supervisor.tell(user, command, wait=5.0)
+        with trio.move_on_after(10):
+            await command.done.wait()
+        if not command.done.is_set():
+            return _json({"error": "the actor did not answer in time"}, 504)
+        return _json(command.result, 200 if command.result.get("ok") else 500)
 
     @app.errorhandler(404)
     async def not_found(_error: Exception) -> Response:

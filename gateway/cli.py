@@ -46,7 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(
         production=settings.production,
         level=os.environ.get("WABOT_LOG_LEVEL", "INFO"),
-        secrets=[s for s in (settings.whapi_token, settings.openai_api_key, settings.webhook_secret, settings.admin_token) if s],
+        secrets=[
+            s
+            for s in (
+                settings.whapi_token,
+                settings.openai_api_key,
+                settings.webhook_secret,
+                settings.admin_token,
+            )
+            if s
+        ],
     )
     if args.command == "serve":
         return serve(settings)
@@ -61,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 def serve(settings: Settings) -> int:
     if settings.production and settings.sandbox:
         names = ", ".join(settings.missing_credentials())
-        print(f"wabot: WABOT_ENV=production but {names} not set; refusing to start", file=sys.stderr)
+        print(
+            f"wabot: WABOT_ENV=production but {names} not set; refusing to start", file=sys.stderr
+        )
         return 2
     if settings.production and not settings.webhook_secret:
         print("wabot: WABOT_ENV=production requires WABOT_WEBHOOK_SECRET", file=sys.stderr)
@@ -73,7 +84,9 @@ def serve(settings: Settings) -> int:
         stop = trio.Event()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(lambda task_status: run_server(settings, stop=stop, task_status=task_status))
+                await nursery.start(
+                    lambda task_status: run_server(settings, stop=stop, task_status=task_status)
+                )
 
                 async def watch() -> None:
                     async for signum in signals:
@@ -95,53 +108,69 @@ def serve(settings: Settings) -> int:
 
 
 def say_command(settings: Settings, user: str, text: str, timeout: float) -> int:
+    """Post a simulated customer message to the running sandbox and print every reply part."""
     import httpx
 
     from gateway.server import SANDBOX_FILE
 
     marker = Path(settings.data_dir) / SANDBOX_FILE
     if not marker.is_file():
-        print(f"wabot: no running sandbox found ({marker} is missing); start one with `make run`", file=sys.stderr)
+        print(
+            f"wabot: no running sandbox ({marker} is missing); start one with `make run`",
+            file=sys.stderr,
+        )
         return 1
+    if not user.isdigit():
+        print("wabot: USER is the customer's phone number, digits only", file=sys.stderr)
+        return 2
     info = json.loads(marker.read_text())
     chat_id = f"{user}@s.whatsapp.net"
     headers = {"X-Webhook-Secret": settings.webhook_secret} if settings.webhook_secret else {}
+    sent_url = f"{info['whapi_url']}/__fake__/sent"
+    message_id = f"{uuid.uuid4().hex[:20].upper()}-{uuid.uuid4().hex[:8]}"
+    body = {
+        "messages": [
+            {
+                "id": message_id,
+                "from_me": False,
+                "type": "text",
+                "chat_id": chat_id,
+                "from": user,
+                "from_name": "Sandbox",
+                "source": "mobile",
+                "timestamp": int(time.time()),
+                "text": {"body": text},
+            }
+        ],
+        "event": {"type": "messages", "event": "post"},
+        "channel_id": "SANDBOX-CHANNEL",
+    }
     with httpx.Client(timeout=10) as client:
-        before = client.get(f"{info['whapi_url']}/__fake__/sent", params={"to": chat_id}).json()
-        after = len(before.get("messages", []))
-        body = {
-            "messages": [
-                {
-                    "id": uuid.uuid4().hex.upper(),
-                    "from_me": False,
-                    "type": "text",
-                    "chat_id": chat_id,
-                    "from": user,
-                    "from_name": "Sandbox",
-                    "source": "mobile",
-                    "timestamp": int(time.time()),
-                    "text": {"body": text},
-                }
-            ],
-            "event": {"type": "messages", "event": "post"},
-            "channel_id": "SANDBOX-CHANNEL",
-        }
+        after = client.get(sent_url, params={"to": chat_id, "wait": 0}).json()["next"]
         response = client.post(info["hook_url"], json=body, headers=headers)
         if response.status_code != 200:
-            print(f"wabot: the bot answered HTTP {response.status_code}: {response.text}", file=sys.stderr)
+            print(
+                f"wabot: the bot answered HTTP {response.status_code}: {response.text}",
+                file=sys.stderr,
+            )
             return 1
+        printed = 0
         deadline = time.monotonic() + timeout
+        # Print parts as they come; once something arrived, stop after 3 s of silence.
         while time.monotonic() < deadline:
+            wait = 3.0 if printed else min(5.0, max(0.1, deadline - time.monotonic()))
             got = client.get(
-                f"{info['whapi_url']}/__fake__/sent",
-                params={"to": chat_id, "after": after, "wait": 2},
-                timeout=10,
+                sent_url, params={"to": chat_id, "after": after, "wait": wait}, timeout=wait + 10
             ).json()
             messages = got.get("messages", [])
-            if messages:
-                for message in messages:
-                    print(message.get("body") or message.get("text", {}).get("body", ""))
+            if not messages and printed:
                 return 0
+            for message in messages:
+                print(message.get("body") or f"[{message.get('type')}]", flush=True)
+            printed += len(messages)
+            after = got.get("next", after + len(messages))
+    if printed:
+        return 0
     print("wabot: no reply within the timeout", file=sys.stderr)
     return 1
 

@@ -41,6 +41,11 @@ class DedupeWindow:
         seen = self._seen.get(message_id)
         return seen is not None and seen > trio.current_time() - self._ttl
 
+    def shrink(self, fraction: float) -> None:
+        """Forget the oldest ``fraction`` of the ids (memory pressure; the store still dedupes)."""
+        for _ in range(int(len(self._seen) * fraction)):
+            self._seen.popitem(last=False)
+
     def add(self, message_id: str) -> None:
         now = trio.current_time()
         self._seen[message_id] = now
@@ -97,7 +102,9 @@ class Gateway:
         return Outcome(200, {"received": True})
 
     async def _journal_and_route(self, parsed: ParsedWebhook) -> None:
-        fresh = [(raw, event) for raw, event in parsed.messages if event.message_id not in self.window]
+        fresh = [
+            (raw, event) for raw, event in parsed.messages if event.message_id not in self.window
+        ]
         self.counters.duplicates += len(parsed.messages) - len(fresh)
         if fresh:
             now = utcnow()
@@ -108,11 +115,11 @@ class Gateway:
                     self.counters.duplicates += 1
                 else:
                     self.counters.messages += status is InboxStatus.NEW
-                    await self.supervisor.tell(event.user_id, event, timeout=self.delivery_timeout)
+                    await self.supervisor.tell(event.user_id, event, wait=self.delivery_timeout)
                 self.window.add(event.message_id)
         for agent in parsed.agent_messages:
             self.counters.agent_messages += 1
-            await self.supervisor.tell(agent.user_id, agent, timeout=self.delivery_timeout)
+            await self.supervisor.tell(agent.user_id, agent, wait=self.delivery_timeout)
         for presence in parsed.presences:
             self.counters.presences += 1
             self.supervisor.tell_if_live(presence.user_id, presence)

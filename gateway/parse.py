@@ -223,7 +223,9 @@ def _content(raw: dict[str, Any], kind: str) -> str | None:
         where = " ".join(
             str(x) for x in (loc.get("name"), loc.get("address")) if isinstance(x, str) and x
         )
-        coords = f"{lat},{lng}" if isinstance(lat, int | float) and isinstance(lng, int | float) else ""
+        coords = (
+            f"{lat},{lng}" if isinstance(lat, int | float) and isinstance(lng, int | float) else ""
+        )
         return f"[ubicación] {where} {coords}".strip()
     if kind in {"contact", "contact_list"}:
         contact = raw.get(kind) if isinstance(raw.get(kind), dict) else {}

@@ -41,8 +41,8 @@ SANDBOX_BANNER = """
 def hypercorn_config(settings: Settings) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [f"{settings.host}:{settings.port}"]
-    config.graceful_timeout = 5.0
-    config.read_timeout = 30
+    config.graceful_timeout = settings.http_graceful_seconds
+    config.read_timeout = int(max(1, settings.http_read_timeout_seconds))
     config.keep_alive_timeout = 5.0
     config.h11_max_incomplete_size = 16 * 1024
     config.accesslog = None

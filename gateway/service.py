@@ -21,10 +21,13 @@ from actors.model import ModelClient
 from actors.retry import RetryPolicy
 from actors.runtime import Behavior, Cell, RuntimeConfig, Supervisor
 from actors.settings import Settings
+from actors.telemetry import Telemetry
 from actors.user import UserActor, UserDeps
 from actors.whapi import WhapiClient
 from gateway.gateway import Gateway
+from gateway.metrics import ServiceCollector
 from gateway.parse import parse_message
+from gateway.watchdog import MemoryWatchdog
 from store import Store, StoreConfig, open_store
 
 log = logging.getLogger("gateway.service")
@@ -59,11 +62,22 @@ class Service:
         self.supervisor: Supervisor | None = None
         self.gateway: Gateway | None = None
         self.started_at = 0.0
-        self.turn_outcomes: dict[str, int] = {}
+        self.telemetry = Telemetry()
+        #: Requests the app refused before they reached the gateway, by reason.
+        self.http_rejections: dict[str, int] = {}
+        self.watchdog = MemoryWatchdog(
+            self,
+            soft_bytes=int(settings.memory_soft_mb * 2**20),
+            hard_bytes=int(settings.memory_hard_mb * 2**20),
+            interval=settings.memory_check_seconds,
+        )
+        self.telemetry.registry.register(ServiceCollector(self))
         self._draining = False
         self._drain_deadline: float | None = None
         self._stop = trio.Event()
         self._drained = trio.Event()
+        #: Set when ``run`` has closed everything (the store's final snapshot is on disk).
+        self.finished = trio.Event()
 
     @property
     def ready(self) -> bool:
@@ -80,10 +94,20 @@ class Service:
     def draining(self) -> bool:
         return self._draining
 
-    async def run(self, *, task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await self._open_and_run(task_status)
+        finally:
+            self.finished.set()
+
+    async def _open_and_run(self, task_status: Any) -> None:
         settings = self.settings
         retry = partial(
-            RetryPolicy, base_seconds=settings.retry_base_seconds, max_seconds=settings.retry_max_seconds
+            RetryPolicy,
+            base_seconds=settings.retry_base_seconds,
+            max_seconds=settings.retry_max_seconds,
         )
         async with open_store(store_config(settings)) as store:
             whapi = WhapiClient(
@@ -107,7 +131,7 @@ class Service:
                     whapi=whapi,
                     model=model,
                     parse=partial(parse_message, allow_groups=not settings.ignore_groups),
-                    turn_counter=self._count_turn,
+                    telemetry=self.telemetry,
                 )
                 await self._run_with(store, deps, task_status)
             finally:
@@ -123,6 +147,7 @@ class Service:
         supervisor = Supervisor(factory, runtime_config(self.settings))
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
+            nursery.start_soon(self.watchdog.run)
             self.store, self.supervisor = store, supervisor
             self.gateway = Gateway(self.settings, store, supervisor)
             self.gateway.recover()
@@ -130,18 +155,21 @@ class Service:
             task_status.started(self)
             await self._stop.wait()
             await self.drain()
-            supervisor.stop()
+            nursery.cancel_scope.cancel()  # the supervisor's leftovers and the watchdog
         log.info("actors stopped; flushing the store")
 
-    def _count_turn(self, outcome: str) -> None:
-        self.turn_outcomes[outcome] = self.turn_outcomes.get(outcome, 0) + 1
+    def reject(self, reason: str) -> None:
+        self.http_rejections[reason] = self.http_rejections.get(reason, 0) + 1
 
     def begin_drain(self) -> None:
         """Readiness 503 and webhooks 503 from now on; the drain budget starts now."""
         if not self._draining:
             self._draining = True
             self._drain_deadline = trio.current_time() + self.settings.drain_seconds
-            log.info("draining: new webhooks get 503, in-flight turns have %.0fs", self.settings.drain_seconds)
+            log.info(
+                "draining: new webhooks get 503, in-flight turns have %.0fs",
+                self.settings.drain_seconds,
+            )
 
     async def drain(self) -> None:
         """Let in-flight turns finish (within the budget) and stop every actor cooperatively."""

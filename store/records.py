@@ -27,6 +27,13 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def format_time(value: datetime) -> str:
+    """The on-disk form of a time: ISO-8601 in UTC with milliseconds and ``Z``."""
+    text = _iso(value)
+    assert text is not None
+    return text
+
+
 def parse_time(value: Any, field: str) -> datetime:
     """Parse an ISO-8601 time as written by us or by the original bot (``…Z``)."""
     if not isinstance(value, str):
@@ -77,7 +84,9 @@ class UserRecord:
     last_turn_at: datetime | None = None
 
     @classmethod
-    def new(cls, user_id: str, chat_id: str, user_name: str, now: datetime | None = None) -> UserRecord:
+    def new(
+        cls, user_id: str, chat_id: str, user_name: str, now: datetime | None = None
+    ) -> UserRecord:
         now = now or utcnow()
         return cls(
             user_id=user_id, chat_id=chat_id, user_name=user_name, created_at=now, last_activity=now
@@ -120,9 +129,7 @@ class UserRecord:
             chat_id=chat_id,
             user_name=_optional_str(raw, "userName") or user_id,
             created_at=parse_time(raw.get("createdAt"), "createdAt"),
-            last_activity=parse_time(
-                raw.get("lastActivity", raw.get("createdAt")), "lastActivity"
-            ),
+            last_activity=parse_time(raw.get("lastActivity", raw.get("createdAt")), "lastActivity"),
             conversation_id=_optional_str(raw, "conversationId"),
             legacy_thread_id=_optional_str(raw, "threadId"),
             name=_optional_str(raw, "name"),

@@ -43,6 +43,7 @@ FAST = {
     "openai_timeout_seconds": 3.0,
     "turn_timeout_seconds": 10.0,
     "drain_seconds": 5.0,
+    "http_graceful_seconds": 0.2,
 }
 
 
@@ -96,7 +97,9 @@ class Bot:
     def service(self) -> Any:
         return self.running.service
 
-    async def post(self, body: Any, *, secret: str | None = SECRET, raw: bytes | None = None) -> httpx.Response:
+    async def post(
+        self, body: Any, *, secret: str | None = SECRET, raw: bytes | None = None
+    ) -> httpx.Response:
         headers = {"Content-Type": "application/json"}
         if secret is not None:
             headers[SECRET_HEADER] = secret

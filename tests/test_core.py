@@ -38,7 +38,7 @@ async def test_burst_of_three_gives_one_turn_in_order(tmp_path: Path) -> None:
         assert len(calls) == 1
         assert input_text(calls[0]) == "hola\nquiero reservar\npara dos personas"
         assert len(fakes.whapi.sent_to(CHAT)) == len(sent) == 1
-        assert "para dos personas" in sent[0]["body"]
+        assert "para dos personas" in sent[0].body
         assert not fakes.whapi.invalid_calls and not fakes.openai.invalid_calls
 
 
@@ -86,7 +86,13 @@ async def test_message_mid_turn_is_answered_in_a_second_turn(tmp_path: Path) -> 
 
 
 async def test_fifty_users_get_fifty_conversations(tmp_path: Path) -> None:
-    async with open_fakes() as fakes, open_bot(fakes, make_settings(fakes, tmp_path)) as bot:
+    # A window wide enough that each user's two messages land in one burst on a loaded CI box.
+    async with (
+        open_fakes() as fakes,
+        open_bot(
+            fakes, make_settings(fakes, tmp_path, buffer_seconds=1.5, max_wait_seconds=5.0)
+        ) as bot,
+    ):
         users = [f"5730000{n:05d}" for n in range(50)]
         async with trio.open_nursery() as nursery:
             for user in users:
@@ -96,7 +102,7 @@ async def test_fifty_users_get_fifty_conversations(tmp_path: Path) -> None:
                     )
         await fakes.whapi.wait_sent(50, timeout=15)
         await trio.sleep(0.3)
-        assert {m["to"] for m in fakes.whapi.sent} == {f"{u}@s.whatsapp.net" for u in users}
+        assert {m.to for m in fakes.whapi.sent} == {f"{u}@s.whatsapp.net" for u in users}
         assert len(fakes.whapi.sent) == 50
         assert len(fakes.openai.conversations) == 50
         errors = [c for c in fakes.openai.calls if c.status == 400]
@@ -189,11 +195,15 @@ async def test_a_crashing_actor_is_restarted_and_others_are_unaffected(tmp_path:
             await bot.post(payloads.webhook([payloads.text_message(other, "hola")]))
             await fakes.whapi.wait_sent(1, to=f"{other}@s.whatsapp.net")
             await wait_until(lambda: bot.service.supervisor.counters.restarts >= 1)
-            # The crashed user's actor is alive again and answers the next message.
-            await bot.post(payloads.webhook([payloads.text_message(USER, "hola otra vez")]))
+            # Nothing is lost: the restarted actor reloads the unanswered message from the
+            # durable inbox (this injected fault only fires on mailbox delivery) ...
             await fakes.whapi.wait_sent(1, to=CHAT, timeout=5)
-            texts = [input_text(c) for c in responses_calls(fakes)]
-            assert any("hola otra vez" in t for t in texts)
+            assert any("boom" in input_text(c) for c in responses_calls(fakes))
+            # ... and it keeps answering the user afterwards.
+            await bot.post(payloads.webhook([payloads.text_message(USER, "hola otra vez")]))
+            await fakes.whapi.wait_sent(2, to=CHAT, timeout=5)
+            assert "hola otra vez" in input_text(responses_calls(fakes)[-1])
+            assert bot.service.supervisor.counters.restarts == 1
 
 
 async def test_idle_actor_stops_and_respawns(tmp_path: Path) -> None:
@@ -220,7 +230,9 @@ async def test_idle_actor_stops_and_respawns(tmp_path: Path) -> None:
         ({"raw": b"x" * (64 * 1024 + 1)}, 413),
     ],
 )
-async def test_bad_input_gets_a_clear_status(tmp_path: Path, kwargs: dict[str, Any], status: int) -> None:
+async def test_bad_input_gets_a_clear_status(
+    tmp_path: Path, kwargs: dict[str, Any], status: int
+) -> None:
     async with open_fakes() as fakes:
         settings = make_settings(fakes, tmp_path, max_body_bytes=64 * 1024)
         async with open_bot(fakes, settings) as bot:

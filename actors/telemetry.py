@@ -1,0 +1,47 @@
+"""Metrics the actors observe while they work, on the service's own Prometheus registry.
+
+Counters that already live on their owners (gateway, supervisor, store) are read at scrape
+time by ``gateway.metrics``; this module holds what must be observed as it happens: turn
+outcomes and latencies, model latency, sends, tool calls. One ``Telemetry`` per service (no
+global default registry), so two services in one test process never mix their numbers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Telemetry:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.turns = Counter("wabot_turns", "Model turns by outcome", ["outcome"], registry=r)
+        self.turn_seconds = Histogram(
+            "wabot_turn_seconds",
+            "From the start of a turn to its last send",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_seconds = Histogram(
+            "wabot_model_seconds",
+            "Latency of one model call (retries included)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sends = Counter(
+            "wabot_sends", "Messages sent to WhatsApp", ["kind", "result"], registry=r
+        )
+        self.tool_calls = Counter(
+            "wabot_tool_calls", "Tool calls made by the model", ["tool", "result"], registry=r
+        )
+        self.store_commit_seconds = Histogram(
+            "wabot_store_commit_seconds",
+            "Time for the durable inbox to journal a webhook's messages (group commit)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.flood_dropped = Counter(
+            "wabot_flood_dropped", "Messages dropped under the flood rule", registry=r
+        )

@@ -1,0 +1,130 @@
+"""``GET /metrics``: the service's state in Prometheus format, read at scrape time.
+
+Counters that live on their owners (gateway, supervisor, store, watchdog) are collected when
+Prometheus scrapes, so the hot paths do no metric work for them; latencies and outcomes that
+must be observed as they happen come from ``actors.telemetry``. Per-actor figures (phases,
+mailbox depth) are a walk over the live actors at scrape time.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gateway.service import Service
+
+_PAGE = resource.getpagesize()
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (Linux ``/proc``; peak RSS elsewhere)."""
+    try:
+        fields = Path("/proc/self/statm").read_text().split()
+        return int(fields[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class ServiceCollector(Collector):
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.service
+        gateway, supervisor, store = service.gateway, service.supervisor, service.store
+
+        webhooks = CounterMetricFamily("wabot_webhooks", "Webhooks by outcome", labels=["outcome"])
+        for outcome, count in (gateway.counters.webhooks if gateway else {}).items():
+            webhooks.add_metric([outcome], count)
+        for outcome, count in service.http_rejections.items():
+            webhooks.add_metric([outcome], count)
+        yield webhooks
+        if gateway is not None:
+            yield CounterMetricFamily(
+                "wabot_duplicates",
+                "Duplicate deliveries recognised",
+                value=gateway.counters.duplicates,
+            )
+            yield CounterMetricFamily(
+                "wabot_messages", "New customer messages journaled", value=gateway.counters.messages
+            )
+            ignored = CounterMetricFamily(
+                "wabot_ignored", "Webhook entries not for the bot, by rule", labels=["reason"]
+            )
+            for reason, count in gateway.counters.ignored.items():
+                ignored.add_metric([reason], count)
+            yield ignored
+            yield GaugeMetricFamily(
+                "wabot_dedupe_window_ids",
+                "Ids in the gateway's dedupe window",
+                value=len(gateway.window),
+            )
+
+        if supervisor is not None:
+            counters = supervisor.counters
+            for name, value, text in (
+                ("wabot_actor_spawns", counters.spawns, "Actor activations"),
+                ("wabot_actor_idle_stops", counters.idle_stops, "Actors stopped after idling"),
+                ("wabot_actor_passivations", counters.passivations, "Idle actors passivated early"),
+                ("wabot_actor_restarts", counters.restarts, "Actor restarts after a crash"),
+                ("wabot_actor_give_ups", counters.give_ups, "Actors parked after a crash loop"),
+            ):
+                yield CounterMetricFamily(name, text, value=value)
+            cells = supervisor.cells()
+            yield GaugeMetricFamily("wabot_live_actors", "Live user actors", value=len(cells))
+            phases = GaugeMetricFamily(
+                "wabot_actors_by_phase", "Live actors by phase", labels=["phase"]
+            )
+            counts: dict[str, int] = {}
+            depth_total = depth_max = 0
+            for cell in cells:
+                counts[cell.phase] = counts.get(cell.phase, 0) + 1
+                depth = cell.mailbox_depth
+                depth_total += depth
+                depth_max = max(depth_max, depth)
+            for phase, count in counts.items():
+                phases.add_metric([phase], count)
+            yield phases
+            yield GaugeMetricFamily("wabot_mailbox_depth_max", "Deepest mailbox", value=depth_max)
+            yield GaugeMetricFamily(
+                "wabot_mailbox_depth_total", "Messages in all mailboxes", value=depth_total
+            )
+
+        if store is not None:
+            stats = store.stats()
+            yield GaugeMetricFamily("wabot_store_records", "User records", value=stats.records)
+            yield GaugeMetricFamily(
+                "wabot_inbox_pending", "Messages journaled, not yet answered", value=stats.pending
+            )
+            yield GaugeMetricFamily(
+                "wabot_journal_bytes", "Size of the journal", value=stats.journal_bytes
+            )
+            yield GaugeMetricFamily(
+                "wabot_snapshot_bytes", "Size of the snapshot", value=stats.snapshot_bytes
+            )
+            yield GaugeMetricFamily(
+                "wabot_store_healthy", "1 if the store can write", value=int(stats.healthy)
+            )
+            yield CounterMetricFamily(
+                "wabot_store_commits", "Group commits (fsyncs)", value=stats.commits
+            )
+
+        yield GaugeMetricFamily("wabot_rss_bytes", "Resident set size", value=rss_bytes())
+        watchdog = service.watchdog
+        yield CounterMetricFamily(
+            "wabot_memory_pressure_events",
+            "Times RSS went over the soft limit",
+            value=watchdog.pressure_events,
+        )
+        yield CounterMetricFamily(
+            "wabot_memory_passivations",
+            "Actors passivated by the memory watchdog",
+            value=watchdog.passivated,
+        )
+        yield GaugeMetricFamily("wabot_draining", "1 while draining", value=int(service.draining))

@@ -1,0 +1,73 @@
+"""The memory watchdog: RSS against configured limits, with actions rather than alarms.
+
+The original bot raised "leak" alarms at 95 % of a heap that V8 grows on demand. This looks
+at the resident set size, which is what gets a process killed. Over the soft limit it
+passivates idle actors (least recently active first, a share of them per check) and shrinks
+the gateway's dedupe window; over the hard limit it passivates every idle actor. Each action
+is logged and counted in ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from gateway.metrics import rss_bytes
+
+if TYPE_CHECKING:
+    from gateway.service import Service
+
+log = logging.getLogger("gateway.watchdog")
+
+
+class MemoryWatchdog:
+    def __init__(
+        self,
+        service: Service,
+        *,
+        soft_bytes: int,
+        hard_bytes: int,
+        interval: float,
+        measure: Callable[[], int] = rss_bytes,
+    ) -> None:
+        self.service = service
+        self.soft_bytes = soft_bytes
+        self.hard_bytes = hard_bytes
+        self.interval = interval
+        self.measure = measure
+        self.pressure_events = 0
+        self.passivated = 0
+        self.last_rss = 0
+
+    async def run(self) -> None:
+        while True:
+            self.check()
+            await trio.sleep(self.interval)
+
+    def check(self) -> int:
+        """Measure once and act; returns how many actors were passivated."""
+        rss = self.last_rss = self.measure()
+        if self.soft_bytes <= 0 or rss < self.soft_bytes:
+            return 0
+        supervisor, gateway = self.service.supervisor, self.service.gateway
+        if supervisor is None:
+            return 0
+        self.pressure_events += 1
+        hard = self.hard_bytes > 0 and rss >= self.hard_bytes
+        limit = None if hard else max(1, len(supervisor) // 4)
+        count = supervisor.retire_idle(limit)
+        if gateway is not None:
+            gateway.window.shrink(0.5)
+        self.passivated += count
+        log.warning(
+            "memory %s: RSS %.0f MiB over the %s limit (%.0f MiB); passivated %d idle actors",
+            "critical" if hard else "pressure",
+            rss / 2**20,
+            "hard" if hard else "soft",
+            (self.hard_bytes if hard else self.soft_bytes) / 2**20,
+            count,
+        )
+        return count

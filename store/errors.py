@@ -1,0 +1,59 @@
+"""The exceptions the store raises to its callers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class StoreError(Exception):
+    """Base class of the store's own errors."""
+
+
+class StoreUnavailable(StoreError):
+    """A write could not be made durable (I/O error, disk full) or the store is closed.
+
+    The mutation may or may not be on disk (like a timeout); the in-memory state no longer
+    shows it. Callers answer "try later" (the gateway: HTTP 503 so Whapi redelivers).
+    """
+
+
+class DataDirLocked(StoreError):
+    """Another process holds the exclusive lock on the data directory."""
+
+    def __init__(self, lock_path: Path, holder: str | None = None) -> None:
+        who = f" (pid {holder})" if holder else ""
+        super().__init__(
+            f"another wabot process{who} holds {lock_path}: one process per data directory is "
+            "the rule (run hypercorn with a single worker, and stop the bot before running "
+            "`wabot store restore` or `wabot store import`)"
+        )
+        self.lock_path = lock_path
+        self.holder = holder
+
+
+class StoreCorrupt(StoreError):
+    """A data file is unreadable in a way that is not a torn journal tail: start refuses."""
+
+    def __init__(
+        self,
+        path: Path,
+        detail: str,
+        line: int | None = None,
+        backup: Path | None = None,
+    ) -> None:
+        where = f"{path}" + (f" line {line}" if line is not None else "")
+        if backup is not None:
+            advice = (
+                f"the newest valid backup is {backup}; restore it with "
+                f"`wabot store restore {backup}` (the damaged files are kept aside)"
+            )
+        else:
+            advice = (
+                "no valid backup was found in the backups directory; move the damaged file "
+                "aside only if you accept losing its contents"
+            )
+        super().__init__(f"{where} is corrupt: {detail}. Refusing to start: {advice}")
+        self.path = path
+        self.line = line
+        self.detail = detail
+        self.backup = backup

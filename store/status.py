@@ -1,0 +1,38 @@
+"""What the store reports: the status of an inbox message id, and the store's statistics."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class InboxStatus(enum.Enum):
+    """Where an inbound message id stands in the durable inbox."""
+
+    #: Never seen, or done so long ago that it left the dedupe window.
+    NEW = "new"
+    #: Journaled, not yet answered (replayed into its actor after a restart).
+    PENDING = "pending"
+    #: Answered or dropped; remembered for the dedupe window.
+    DONE = "done"
+
+
+@attrs.frozen
+class StoreStats:
+    records: int
+    pending: int
+    done_ids: int
+    journal_bytes: int
+    snapshot_bytes: int
+    last_commit_seconds: float
+    commits: int
+    mutations: int
+    compactions: int
+    last_compaction_seconds: float
+    backups: int
+    healthy: bool
+    quarantined: int = 0
+    last_error: str | None = None
+    journal_seq: int = 0
+    snapshot_seq: int = 0

@@ -1,0 +1,188 @@
+"""``wabot store ...`` commands, including the legacy import of the original bot's files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+from store import StoreConfig, UserRecord, open_store
+from store.cli import main as cli
+
+
+async def run_cli(argv: list[str], config: StoreConfig) -> int:
+    """The CLI is synchronous (``import`` runs its own trio loop): call it from a thread."""
+    return await trio.to_thread.run_sync(cli, argv, config)
+
+
+def record(user_id: str, **changes: object) -> UserRecord:
+    return attrs.evolve(UserRecord.new(user_id, f"{user_id}@s.whatsapp.net", "u"), **changes)
+
+
+THREAD = {
+    "threadId": "thread_abc123",
+    "chatId": "573001234567@s.whatsapp.net",
+    "userName": "Sr Alex",
+    "createdAt": "2025-07-26T20:59:01.429Z",
+    "lastActivity": "2025-07-26T20:59:03.974Z",
+    "name": "Alex",
+    "labels": ["Colega Jefe", "cotización"],
+}
+GUEST = {
+    "name": "Juan Pérez",
+    "whapiLabels": [{"id": "1", "name": "Potencial"}, {"id": "2", "name": "Consulta"}],
+    "lastInteraction": "2025-07-28T15:45:00Z",
+}
+
+
+async def test_read_only_commands_work_while_the_bot_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = StoreConfig(data_dir=tmp_path)
+    async with open_store(config) as store:
+        await store.put(record("573001", conversation_id="conv_9", user_name="Ana"))
+        await store.put(record("573002"))
+        capsys.readouterr()
+        assert await run_cli(["stats"], config) == 0
+        out = capsys.readouterr().out
+        assert "records:          2" in out and "yes (lock held)" in out
+        assert await run_cli(["list"], config) == 0
+        out = capsys.readouterr().out
+        assert "573001\t573001@s.whatsapp.net\tAna\t" in out and "conv_9" in out
+        assert await run_cli(["list", "--json"], config) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert listed["573001"]["conversationId"] == "conv_9"
+        assert set(listed["573001"]) >= {"chatId", "userName", "lastActivity", "createdAt"}
+        assert await run_cli(["backup"], config) == 0
+        out = capsys.readouterr().out
+        assert "2 records" in out
+        assert await run_cli(["verify"], config) == 0
+        assert "verify: OK" in capsys.readouterr().out
+        backup = next((tmp_path / "backups").iterdir())
+        assert set(json.loads(backup.read_text())) == {"573001", "573002"}
+        # Write commands refuse while the lock is held (exit 2).
+        assert await run_cli(["restore", str(backup)], config) == 2
+        assert "one process per data directory" in capsys.readouterr().err
+        legacy = tmp_path / "threads.json"
+        legacy.write_text("[]")
+        assert await run_cli(["import", str(legacy)], config) == 2
+
+
+async def test_verify_reports_corrupt_backup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = StoreConfig(data_dir=tmp_path)
+    async with open_store(config) as store:
+        await store.put(record("u1"))
+        path = await store.backup()
+    path.write_text("{ nope")
+    assert await run_cli(["verify"], config) == 1
+    assert "CORRUPT backup" in capsys.readouterr().out
+
+
+async def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    config = StoreConfig(data_dir=tmp_path)
+    assert await run_cli(["frobnicate"], config) == 2
+    assert await run_cli([], config) == 2
+
+
+async def test_import_pair_array_threads_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    legacy = tmp_path / "legacy" / "tmp" / "threads.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(
+        json.dumps(
+            [
+                ["573001234567", THREAD],
+                ["573009999999", {"threadId": "thread_x", "chatId": "573009999999@s.whatsapp.net"}],
+                ["573008888888", {**THREAD, "chatId": None, "userName": None}],
+                "not a pair",
+            ],
+            indent=2,
+        )
+    )
+    config = StoreConfig(data_dir=tmp_path / "data")
+    # PATH may be a directory: the known file names are looked for in it and in tmp/, data/.
+    assert await run_cli(["import", str(tmp_path / "legacy")], config) == 0
+    out = capsys.readouterr().out
+    assert "created 2, updated 0, unchanged 0, invalid 2" in out
+    async with open_store(config) as store:
+        rec = store.get("573001234567")
+        assert rec is not None
+        assert rec.legacy_thread_id == "thread_abc123"
+        assert rec.conversation_id is None  # the next message starts a fresh conversation
+        assert rec.labels == ("Colega Jefe", "cotización")
+        assert rec.user_name == "Sr Alex"
+        migrated = store.get("573008888888")
+        assert migrated is not None and migrated.chat_id == "573008888888@s.whatsapp.net"
+        assert store.get("573009999999") is None  # no createdAt: invalid, quarantined
+    quarantined = (tmp_path / "data" / "quarantine.jsonl").read_text().splitlines()
+    assert len(quarantined) == 2
+    # Idempotent.
+    assert await run_cli(["import", str(legacy)], config) == 0
+    assert "created 0, updated 0, unchanged 2, invalid 2" in capsys.readouterr().out
+
+
+async def test_import_keyed_threads_data_merges(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = StoreConfig(data_dir=tmp_path / "data")
+    async with open_store(config) as store:
+        await store.put(record("573001234567", conversation_id="conv_live", labels=("VIP",)))
+    legacy = tmp_path / "threads-data.json"
+    legacy.write_text(json.dumps({"573001234567": THREAD, "573002": {**THREAD, "name": None}}))
+    assert await run_cli(["import", str(legacy)], config) == 0
+    assert "created 1, updated 1, unchanged 0, invalid 0" in capsys.readouterr().out
+    async with open_store(config) as store:
+        rec = store.get("573001234567")
+        assert rec is not None
+        assert rec.conversation_id == "conv_live"  # what wabot knows is kept
+        assert rec.legacy_thread_id == "thread_abc123"
+        assert rec.labels == ("VIP", "Colega Jefe", "cotización")
+        assert rec.name == "Alex"
+    assert list((tmp_path / "data" / "backups").glob("*.pre-import.*"))
+    assert await run_cli(["import", str(legacy)], config) == 0
+    assert "created 0, updated 0, unchanged 2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("layout", ["keyed", "pairs"])
+async def test_import_guest_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], layout: str
+) -> None:
+    config = StoreConfig(data_dir=tmp_path / "data")
+    async with open_store(config) as store:
+        await store.put(record("573001234567", labels=("Consulta",)))
+    profiles = {
+        "573001234567": GUEST,
+        "573005555555": {**GUEST, "name": None, "whapiLabels": []},
+        "573006666666": {"name": "No time", "whapiLabels": []},
+        "573007777777": {**GUEST, "whapiLabels": "oops"},
+    }
+    name = "guest-memory.json" if layout == "keyed" else "guest_profiles.json"
+    legacy = tmp_path / name
+    payload = profiles if layout == "keyed" else [[k, v] for k, v in profiles.items()]
+    legacy.write_text(json.dumps(payload, ensure_ascii=False))
+    assert await run_cli(["import", str(legacy)], config) == 0
+    out = capsys.readouterr().out
+    assert "created 1, updated 1, unchanged 0, invalid 2" in out
+    async with open_store(config) as store:
+        merged = store.get("573001234567")
+        assert merged is not None
+        assert merged.name == "Juan Pérez"
+        assert merged.labels == ("Consulta", "Potencial")
+        created = store.get("573005555555")
+        assert created is not None and created.chat_id == "573005555555@s.whatsapp.net"
+        assert created.last_activity.isoformat().startswith("2025-07-28T15:45")
+    assert await run_cli(["import", str(legacy)], config) == 0
+    assert "created 0, updated 0, unchanged 2, invalid 2" in capsys.readouterr().out
+
+
+async def test_import_rejects_non_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    legacy = tmp_path / "threads.json"
+    legacy.write_text("not json")
+    assert await run_cli(["import", str(legacy)], StoreConfig(data_dir=tmp_path / "data")) == 1
+    assert "not valid JSON" in capsys.readouterr().err
