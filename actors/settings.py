@@ -79,6 +79,14 @@ class Settings:
     dedupe_window_seconds: float = 3600.0
     echo_ids_size: int = 256
     drain_seconds: float = 25.0
+    # Store (see store/config.py for what each one does).
+    retention_days: float = 180.0
+    dedupe_days: float = 7.0
+    backups_hourly: int = 24
+    backups_daily: int = 7
+    journal_max_mb: float = 64.0
+    tmp_max_mb: float = 256.0
+    tmp_max_age_seconds: float = 600.0
     handoff_pause_seconds: float = 3600.0
     memory_soft_mb: float = 1024.0
     memory_hard_mb: float = 1536.0
@@ -228,6 +236,13 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_DEDUPE_WINDOW_SECONDS", "dedupe_window_seconds", _positive_seconds),
     ("WABOT_ECHO_IDS_SIZE", "echo_ids_size", _count),
     ("WABOT_DRAIN_SECONDS", "drain_seconds", _seconds),
+    ("WABOT_RETENTION_DAYS", "retention_days", _positive_seconds),
+    ("WABOT_DEDUPE_DAYS", "dedupe_days", _positive_seconds),
+    ("WABOT_BACKUPS_HOURLY", "backups_hourly", _number(int, minimum=0)),
+    ("WABOT_BACKUPS_DAILY", "backups_daily", _number(int, minimum=0)),
+    ("WABOT_JOURNAL_MAX_MB", "journal_max_mb", _positive_seconds),
+    ("WABOT_TMP_MAX_MB", "tmp_max_mb", _positive_seconds),
+    ("WABOT_TMP_MAX_AGE_SECONDS", "tmp_max_age_seconds", _positive_seconds),
     ("WABOT_HANDOFF_PAUSE_SECONDS", "handoff_pause_seconds", _positive_seconds),
     ("WABOT_MEMORY_SOFT_MB", "memory_soft_mb", _seconds),
     ("WABOT_MEMORY_HARD_MB", "memory_hard_mb", _seconds),

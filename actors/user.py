@@ -137,7 +137,7 @@ class UserActor:
 
     async def give_up(self, error: BaseException) -> None:
         """Restart limit reached: tell the customer, and settle what they were waiting for."""
-        pending = [e for e in self.deps.store.pending_inbox() if e.user_id == self.key]
+        pending = self.deps.store.pending_for(self.key)
         chat_id = self.record.chat_id if self.record else None
         if chat_id is None and pending:
             parsed = self.deps.parse(pending[0].payload)
@@ -340,9 +340,7 @@ class UserActor:
         log.info("user %s: a human agent wrote from %s", self.key, message.source)
 
     def _reload_pending(self) -> None:
-        for entry in self.deps.store.pending_inbox():
-            if entry.user_id != self.key:
-                continue
+        for entry in self.deps.store.pending_for(self.key):
             event = self.deps.parse(entry.payload)
             if event is not None:
                 self._on_message(event)

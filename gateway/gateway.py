@@ -126,9 +126,7 @@ class Gateway:
 
     def recover(self) -> int:
         """Activate every user with journaled-but-unanswered messages (after a restart)."""
-        users: dict[str, None] = {}
-        for entry in self.store.pending_inbox():
-            users.setdefault(entry.user_id, None)
+        users = self.store.pending_users()
         for user_id in users:
             self.supervisor.activate(user_id)
         if users:

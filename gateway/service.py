@@ -29,6 +29,7 @@ from gateway.metrics import ServiceCollector
 from gateway.parse import parse_message
 from gateway.watchdog import MemoryWatchdog
 from store import Store, StoreConfig, open_store
+from store.tempfiles import TempFiles
 
 log = logging.getLogger("gateway.service")
 
@@ -36,7 +37,22 @@ BehaviorWrapper = Callable[[str, Cell, Behavior], Behavior]
 
 
 def store_config(settings: Settings) -> StoreConfig:
-    return StoreConfig(data_dir=settings.data_dir)
+    return StoreConfig(
+        data_dir=settings.data_dir,
+        journal_max_bytes=int(settings.journal_max_mb * 2**20),
+        dedupe_window_seconds=settings.dedupe_days * 86400,
+        backups_hourly=settings.backups_hourly,
+        backups_daily=settings.backups_daily,
+        retention_days=settings.retention_days,
+    )
+
+
+def temp_files(settings: Settings) -> TempFiles:
+    return TempFiles(
+        root=settings.tmp_dir,
+        max_total_bytes=int(settings.tmp_max_mb * 2**20),
+        max_age_seconds=settings.tmp_max_age_seconds,
+    )
 
 
 def runtime_config(settings: Settings) -> RuntimeConfig:

@@ -134,6 +134,14 @@ class Store:
         """Journaled but not done, in arrival order."""
         return self._state.pending_entries()
 
+    def pending_for(self, user_id: str) -> list[InboxEntry]:
+        """One user's journaled-but-not-done messages, in arrival order (indexed)."""
+        return self._state.pending_for(user_id)
+
+    def pending_users(self) -> list[str]:
+        """Users with at least one pending message."""
+        return list(self._state.pending_by_user)
+
     def inbox_status(self, message_id: str) -> InboxStatus:
         if message_id in self._state.pending:
             return InboxStatus.PENDING

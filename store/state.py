@@ -73,7 +73,29 @@ class StoreState:
     records: ShardedDict[UserRecord] = attrs.Factory(ShardedDict)
     #: message id -> (arrival number, entry); dict order is arrival order except after undo.
     pending: dict[str, tuple[int, InboxEntry]] = attrs.Factory(dict)
+    #: user id -> their pending message ids (arrival order), so an actor's activation does
+    #: not scan everyone's inbox. Kept in step with ``pending`` by the two helpers below.
+    pending_by_user: dict[str, dict[str, None]] = attrs.Factory(dict)
     _arrivals: int = 0
+
+    def _pending_set(self, message_id: str, value: tuple[int, InboxEntry]) -> None:
+        self.pending[message_id] = value
+        self.pending_by_user.setdefault(value[1].user_id, {})[message_id] = None
+
+    def _pending_pop(self, message_id: str) -> tuple[int, InboxEntry] | None:
+        value = self.pending.pop(message_id, None)
+        if value is not None:
+            ids = self.pending_by_user.get(value[1].user_id)
+            if ids is not None:
+                ids.pop(message_id, None)
+                if not ids:
+                    del self.pending_by_user[value[1].user_id]
+        return value
+
+    def pending_for(self, user_id: str) -> list[InboxEntry]:
+        ids = self.pending_by_user.get(user_id, {})
+        entries = [self.pending[message_id] for message_id in ids]
+        return [entry for _, entry in sorted(entries, key=lambda item: item[0])]
 
     # -- records
 
@@ -90,11 +112,11 @@ class StoreState:
 
     def inbox_add(self, entry: InboxEntry) -> UndoInboxAdd:
         self._arrivals += 1
-        self.pending[entry.message_id] = (self._arrivals, entry)
+        self._pending_set(entry.message_id, (self._arrivals, entry))
         return UndoInboxAdd(entry.message_id)
 
     def inbox_done(self, message_id: str, at: float) -> UndoInboxDone:
-        pending = self.pending.pop(message_id, None)
+        pending = self._pending_pop(message_id)
         bucket, previous_at = self.done.add(message_id, at)
         return UndoInboxDone(message_id, pending, bucket, previous_at)
 
@@ -110,11 +132,11 @@ class StoreState:
             else:
                 self.records.set(step.user_id, step.previous)
         elif isinstance(step, UndoInboxAdd):
-            self.pending.pop(step.message_id, None)
+            self._pending_pop(step.message_id)
         else:
             self.done.undo_add(step.bucket, step.message_id, step.previous_at)
             if step.pending is not None:
-                self.pending[step.message_id] = step.pending
+                self._pending_set(step.message_id, step.pending)
                 self._restore_arrival_order()
 
     def _restore_arrival_order(self) -> None:
@@ -154,7 +176,7 @@ class StoreState:
             if not isinstance(at, int | float):
                 raise InvalidOp("inbox_done: at must be a number")
             for message_id in ids:
-                self.pending.pop(message_id, None)
+                self._pending_pop(message_id)
                 self.done.add(message_id, float(at))
         else:
             raise InvalidOp(f"unknown operation {kind!r}")
