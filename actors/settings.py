@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,6 +108,56 @@ class Settings:
     part_pause_seconds: float = 0.5
     max_part_chars: int = 1500
 
+    # What the bot understands (media in).
+    media_max_mb: float = 16.0
+    media_timeout_seconds: float = 20.0
+    transcription_model: str = "gpt-transcribe"
+    transcription_language: str | None = "es"
+    #: Send images to the model inline (downloaded, base64) instead of by link, for when
+    #: Whapi's media links are not reachable from OpenAI.
+    image_inline: bool = False
+
+    # Context for the model.
+    timezone: str = "America/Bogota"
+    context_gap_seconds: float = 3 * 3600.0
+    chat_info_ttl_seconds: float = 300.0
+    chat_info_max: int = 10_000
+    #: A long silence ends the session: the next message starts a fresh conversation.
+    session_expiry_seconds: float = 30 * 86400.0
+    reset_keywords: tuple[str, ...] = ("/reset", "/reiniciar")
+    reset_reply: str = "Listo, empecemos de nuevo. ¿En qué te puedo ayudar?"
+    #: Chats the bot never answers (phone digits or chat ids).
+    ignored_chats: frozenset[str] = frozenset()
+
+    # Tools.
+    tools_module: str | None = None
+    tool_rounds: int = 4
+    tool_timeout_seconds: float = 20.0
+    escalation_label_id: str | None = None
+    operator_chat: str | None = None
+    history_count: int = 20
+
+    # Replies in voice.
+    voice_replies: bool = True
+    speech_model: str = "gpt-4o-mini-tts"
+    speech_voice: str = "nova"
+    voice_max_chars: int = 600
+    #: Replies matching any of these are sent as text (prices, nights, links, amounts).
+    voice_text_patterns: tuple[str, ...] = (
+        r"\$\s?\d",
+        r"\d[\d.,]*\s*(?:cop|usd|pesos|d[oó]lares|eur)\b",
+        r"\bnoches?\b",
+        r"\bnights?\b",
+        r"https?://|www\.",
+        r"\d{5,}",
+    )
+    public_url: str | None = None
+    audio_ttl_seconds: float = 300.0
+
+    # Answer validation.
+    validator_module: str | None = None
+    validator_cooldown_seconds: float = 300.0
+
     @property
     def production(self) -> bool:
         return self.env == "production"
@@ -188,6 +239,30 @@ def _url(name: str, raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _chats(name: str, raw: str) -> frozenset[str]:
+    return frozenset(item.split("@", 1)[0] for item in _list(name, raw))
+
+
+def _optional(name: str, raw: str) -> str | None:
+    return None if raw.strip().lower() in {"", "none", "off"} else raw.strip()
+
+
+def _timezone(name: str, raw: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"{name} must be an IANA time zone such as America/Bogota, got {raw!r}"
+        ) from None
+    return raw
+
+
 def _env_name(name: str, raw: str) -> str:
     if raw not in {"development", "production"}:
         raise SettingsError(f"WABOT_ENV must be development or production, got {raw!r}")
@@ -260,6 +335,34 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_TYPING_CHARS_PER_SECOND", "typing_chars_per_second", _positive_seconds),
     ("WABOT_PART_PAUSE_SECONDS", "part_pause_seconds", _seconds),
     ("WABOT_MAX_PART_CHARS", "max_part_chars", _count),
+    ("WABOT_MEDIA_MAX_MB", "media_max_mb", _positive_seconds),
+    ("WABOT_MEDIA_TIMEOUT_SECONDS", "media_timeout_seconds", _positive_seconds),
+    ("WABOT_TRANSCRIPTION_MODEL", "transcription_model", _text),
+    ("WABOT_TRANSCRIPTION_LANGUAGE", "transcription_language", _optional),
+    ("WABOT_IMAGE_INLINE", "image_inline", _bool),
+    ("WABOT_TIMEZONE", "timezone", _timezone),
+    ("WABOT_CONTEXT_GAP_SECONDS", "context_gap_seconds", _seconds),
+    ("WABOT_CHAT_INFO_TTL_SECONDS", "chat_info_ttl_seconds", _seconds),
+    ("WABOT_CHAT_INFO_MAX", "chat_info_max", _count),
+    ("WABOT_SESSION_EXPIRY_SECONDS", "session_expiry_seconds", _seconds),
+    ("WABOT_RESET_KEYWORDS", "reset_keywords", _list),
+    ("WABOT_RESET_REPLY", "reset_reply", _text),
+    ("WABOT_IGNORED_CHATS", "ignored_chats", _chats),
+    ("WABOT_TOOLS_MODULE", "tools_module", _optional),
+    ("WABOT_TOOL_ROUNDS", "tool_rounds", _count),
+    ("WABOT_TOOL_TIMEOUT_SECONDS", "tool_timeout_seconds", _positive_seconds),
+    ("WABOT_ESCALATION_LABEL_ID", "escalation_label_id", _optional),
+    ("WABOT_OPERATOR_CHAT", "operator_chat", _optional),
+    ("WABOT_HISTORY_COUNT", "history_count", _count),
+    ("WABOT_VOICE_REPLIES", "voice_replies", _bool),
+    ("WABOT_SPEECH_MODEL", "speech_model", _text),
+    ("WABOT_SPEECH_VOICE", "speech_voice", _text),
+    ("WABOT_VOICE_MAX_CHARS", "voice_max_chars", _count),
+    ("WABOT_VOICE_TEXT_PATTERNS", "voice_text_patterns", _list),
+    ("WABOT_PUBLIC_URL", "public_url", _url),
+    ("WABOT_AUDIO_TTL_SECONDS", "audio_ttl_seconds", _positive_seconds),
+    ("WABOT_VALIDATOR_MODULE", "validator_module", _optional),
+    ("WABOT_VALIDATOR_COOLDOWN_SECONDS", "validator_cooldown_seconds", _seconds),
 )
 
 
@@ -289,6 +392,13 @@ def _build(env: Mapping[str, str]) -> Settings:
         raise SettingsError("WABOT_TYPING_TIME_MIN must not exceed WABOT_TYPING_TIME_MAX")
     if settings.typing_time_max > 60:
         raise SettingsError("WABOT_TYPING_TIME_MAX must be at most 60 (Whapi's limit)")
+    for pattern in settings.voice_text_patterns:
+        try:
+            re.compile(pattern, re.I)
+        except re.error as exc:
+            raise SettingsError(
+                f"WABOT_VOICE_TEXT_PATTERNS: invalid pattern {pattern!r}: {exc}"
+            ) from None
     if settings.max_part_chars > 4096:
         raise SettingsError("WABOT_MAX_PART_CHARS must be at most 4096")
     return settings

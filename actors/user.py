@@ -30,12 +30,18 @@ from typing import Any
 import attrs
 import trio
 
+from actors.context import ChatInfoCache
 from actors.events import AgentMessage, Control, InboundMessage, Presence
-from actors.model import ModelClient, ModelError, user_message
-from actors.replies import split_parts, to_whatsapp, typing_time
+from actors.logcontext import bind
+from actors.media import MediaFetcher
+from actors.model import ModelClient, ModelError
 from actors.runtime import Cell
 from actors.settings import Settings
 from actors.telemetry import Telemetry
+from actors.tools import ToolRegistry
+from actors.turn import TurnRunner, session_expired
+from actors.validation import Validator
+from actors.voice import AudioShelf, OpenAIAudio, Synthesizer
 from actors.whapi import WhapiClient, WhapiError
 from store import Store, UserRecord
 from store.records import utcnow
@@ -51,8 +57,15 @@ class UserDeps:
     store: Store
     whapi: WhapiClient
     model: ModelClient
+    media: MediaFetcher
+    audio: OpenAIAudio
+    synthesizer: Synthesizer
+    chat_info: ChatInfoCache
+    tools: ToolRegistry
     #: Parses a stored Whapi message (durable inbox payload) back into an event.
     parse: Callable[[dict[str, Any]], InboundMessage | None]
+    shelf: AudioShelf | None = None
+    validator: Validator | None = None
     telemetry: Telemetry = attrs.Factory(Telemetry)
 
 
@@ -117,10 +130,18 @@ class UserActor:
         self._subscribed = False
         self._background = 0
         self._closing = False
+        #: Held while a turn talks to the model, and while notes are added to the conversation.
+        self.conversation_lock = trio.Lock()
+        #: When the validator last asked for a correction (its cool-down is per user).
+        self.validated_at: float | None = None
 
     # -- Behavior protocol -------------------------------------------------------------------
 
     async def run(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
+        with bind(user=self.key):
+            await self._run(mailbox)
+
+    async def _run(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
         self.record = self.deps.store.get(self.key)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -251,10 +272,17 @@ class UserActor:
             return  # a redelivery, or a replayed entry we already hold
         if self.turn is not None and message.message_id in self.turn.message_ids:
             return
-        if self.paused():
-            # A human agent has this chat: the bot stays out of it.
+        if (
+            self.key in self.settings.ignored_chats
+            or message.chat_id in self.settings.ignored_chats
+        ):
             self._handled.add(message.message_id)
-            self._in_background(self._settle([message.message_id], "dropped:paused"))
+            self._in_background(self._settle([message.message_id], "dropped:ignored"))
+            return
+        if self.paused():
+            # A human agent has this chat: the bot stays out, but the model will know.
+            self._handled.add(message.message_id)
+            self._in_background(self._note_while_paused([message]))
             return
         now = trio.current_time()
         buffer = self.buffer
@@ -315,8 +343,7 @@ class UserActor:
                 record = attrs.evolve(record, conversation_id=None, context_fingerprint=None)
             else:
                 raise ValueError(f"unknown action {command.action!r}")
-            await self.deps.store.put(record)
-            self.record = record
+            await self.save(record)
             command.result.update(ok=True, record=record.to_json())
             log.info("user %s: operator %s", self.key, command.action)
         except Exception as exc:
@@ -334,10 +361,63 @@ class UserActor:
         self.typing_status = presence.status
 
     def _on_agent(self, message: AgentMessage) -> None:
-        if message.message_id in self._sent_ids:
-            return  # our own send, reported with a source other than "api"
-        # Human handoff (pause + context for the model) builds on this hook.
-        log.info("user %s: a human agent wrote from %s", self.key, message.source)
+        if message.message_id in self._sent_ids or message.message_id in self._handled:
+            return  # our own send (reported with a source other than "api"), or a redelivery
+        self._handled.add(message.message_id)
+        log.info("user %s: a human agent wrote from %s; the bot pauses", self.key, message.source)
+        waiting = self.buffer.messages
+        self.buffer = Buffer()
+        self._in_background(self._handoff(message, waiting))
+
+    async def _handoff(self, message: AgentMessage, waiting: list[InboundMessage]) -> None:
+        """Pause the bot for this chat and tell the model what the agent (and customer) said."""
+        record = self.record or UserRecord.new(self.key, message.chat_id, self.key)
+        until = utcnow() + timedelta(seconds=self.settings.handoff_pause_seconds)
+        await self.save(attrs.evolve(record, paused_until=until))
+        await self._note_while_paused(waiting)
+        await self._add_to_conversation(
+            [
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": f"[{message.agent_name}, del equipo, escribió] {message.text}",
+                }
+            ]
+        )
+
+    async def _note_while_paused(self, messages: list[InboundMessage]) -> None:
+        """Customer messages during a handoff: no answer, but kept in the conversation."""
+        if not messages:
+            return
+        await self._add_to_conversation(
+            [
+                {
+                    "type": "message",
+                    "role": "user",
+                    "content": "\n".join(m.text for m in messages),
+                }
+            ]
+        )
+        await self._settle([m.message_id for m in messages], "dropped:paused")
+
+    async def _add_to_conversation(self, items: list[dict[str, Any]]) -> None:
+        record = self.record
+        if record is None or not record.conversation_id:
+            return  # nothing to add to: the customer never talked to the bot
+        try:
+            async with self.conversation_lock:
+                with trio.fail_after(self.settings.turn_timeout_seconds):
+                    await self.deps.model.add_items(record.conversation_id, items)
+        except Exception as exc:
+            log.warning(
+                "user %s: could not add handoff notes to the conversation: %r", self.key, exc
+            )
+
+    async def pause_for_handoff(self) -> None:
+        """Called by ``escalate_to_human``: a human takes the chat from now on."""
+        assert self.record is not None
+        until = utcnow() + timedelta(seconds=self.settings.handoff_pause_seconds)
+        await self.save(attrs.evolve(self.record, paused_until=until))
 
     def _reload_pending(self) -> None:
         for entry in self.deps.store.pending_for(self.key):
@@ -361,8 +441,8 @@ class UserActor:
         outcome = "replied"
         chat_id = batch[-1].chat_id
         try:
-            with trio.fail_after(self.settings.turn_timeout_seconds):
-                await self._turn_body(batch, turn)
+            with bind(turn=turn.turn_id), trio.fail_after(self.settings.turn_timeout_seconds):
+                await TurnRunner(self, batch, turn).run()
         except Exception as exc:
             outcome = "fallback"
             log.error("turn %s failed: %r", turn.turn_id, exc, exc_info=not _expected(exc))
@@ -377,33 +457,14 @@ class UserActor:
             if self._wake is not None:
                 self._wake.cancel()  # re-evaluate: a buffer may have become due mid-turn
 
-    async def _turn_body(self, batch: list[InboundMessage], turn: TurnState) -> None:
-        last = batch[-1]
-        record = await self._ensure_record(last)
-        async with trio.open_nursery() as typing_scope:
-            typing_scope.start_soon(self._keep_typing, last.chat_id, "typing")
-            conversation_id = await self._ensure_conversation(record)
-            text = "\n".join(m.text for m in batch)
-            with self.deps.telemetry.model_seconds.time():
-                reply = await self.deps.model.respond(
-                    conversation_id=conversation_id,
-                    input_items=[user_message(text)],
-                    user_id=self.key,
-                )
-            answer = to_whatsapp(reply.text)
-            if not answer:
-                raise ModelError("the model returned an empty answer")
-            turn.stage = "replying"
-            await self._send_text(last.chat_id, answer)
-            typing_scope.cancel_scope.cancel()
-        now = utcnow()
-        assert self.record is not None
-        self.record = attrs.evolve(
-            self.record, last_activity=now, last_turn_at=now, user_name=last.user_name
-        )
-        await self.deps.store.put(self.record)
+    # -- what the turn asks of its actor ---------------------------------------------------------
 
-    async def _ensure_record(self, message: InboundMessage) -> UserRecord:
+    async def save(self, record: UserRecord) -> None:
+        """Store the record durably, then make it the actor's view."""
+        await self.deps.store.put(record)
+        self.record = record
+
+    async def ensure_record(self, message: InboundMessage) -> UserRecord:
         record = self.record
         if record is None:
             record = UserRecord.new(self.key, message.chat_id, message.user_name)
@@ -411,41 +472,33 @@ class UserActor:
             record = attrs.evolve(record, chat_id=message.chat_id)
         else:
             return record
-        await self.deps.store.put(record)
-        self.record = record
+        await self.save(record)
         return record
 
-    async def _ensure_conversation(self, record: UserRecord) -> str:
+    async def ensure_conversation(self, record: UserRecord) -> tuple[str, bool]:
+        """The conversation id, and whether it is new (a new one gets the context block)."""
+        record = self.record or record
+        if record.conversation_id and not session_expired(
+            record, self.settings.session_expiry_seconds
+        ):
+            return record.conversation_id, False
         if record.conversation_id:
-            return record.conversation_id
-        if record.legacy_thread_id:
+            log.info("user %s: session expired; starting a fresh conversation", self.key)
+        elif record.legacy_thread_id:
             log.info("user %s: legacy thread (Assistants API is gone); new conversation", self.key)
         conversation_id = await self.deps.model.create_conversation(self.key)
         # Stored (durably) before use, so a crash can never orphan a conversation.
-        updated = attrs.evolve(self.record or record, conversation_id=conversation_id)
-        await self.deps.store.put(updated)
-        self.record = updated
-        return conversation_id
+        await self.save(attrs.evolve(record, conversation_id=conversation_id))
+        return conversation_id, True
 
-    async def _send_text(self, chat_id: str, text: str) -> None:
-        settings = self.settings
-        parts = split_parts(text, settings.max_part_chars)
-        for index, part in enumerate(parts):
-            if index:
-                await trio.sleep(settings.part_pause_seconds)
-            seconds = typing_time(
-                part,
-                minimum=settings.typing_time_min,
-                maximum=settings.typing_time_max,
-                chars_per_second=settings.typing_chars_per_second,
-            )
-            try:
-                sent = await self.deps.whapi.send_text(chat_id, part, typing_time=seconds)
-            except Exception:
-                self.deps.telemetry.sends.labels("text", "error").inc()
-                raise
-            self.deps.telemetry.sends.labels("text", "ok").inc()
-            self._sent_ids.add(sent.message_id)
+    async def reset_conversation(self) -> UserRecord:
+        assert self.record is not None
+        await self.save(attrs.evolve(self.record, conversation_id=None, context_fingerprint=None))
+        log.info("user %s: conversation reset", self.key)
+        return self.record
+
+    def remember_sent(self, message_id: str) -> None:
+        self._sent_ids.add(message_id)
 
     async def _send_fallback(self, chat_id: str) -> bool:
         with trio.move_on_after(self.settings.whapi_timeout_seconds * 2):
@@ -454,7 +507,7 @@ class UserActor:
             except Exception as exc:
                 log.error("user %s: even the fallback could not be sent: %r", self.key, exc)
                 return False
-            self._sent_ids.add(sent.message_id)
+            self.remember_sent(sent.message_id)
             return True
         log.error("user %s: the fallback send timed out", self.key)
         return False
@@ -472,7 +525,7 @@ class UserActor:
         except Exception as exc:
             log.error("user %s: could not mark messages done: %r", self.key, exc)
 
-    async def _keep_typing(self, chat_id: str, presence: str) -> None:
+    async def keep_typing(self, chat_id: str, presence: str) -> None:
         while True:
             await self.deps.whapi.set_presence(chat_id, presence)
             await trio.sleep(self.settings.typing_refresh_seconds)

@@ -174,6 +174,28 @@ class WhapiClient:
             return False
         return response.status_code < 400 or response.status_code == 409
 
+    async def assign_label(self, label_id: str, chat_id: str) -> None:
+        """Put a WhatsApp Business label on a chat (``POST /labels/{label}/{chat}``)."""
+        path = f"/labels/{_path_id(label_id)}/{_path_id(chat_id)}"
+
+        async def attempt(n: int) -> None:
+            try:
+                response = await self._http.post(path)
+            except httpx.TransportError as exc:
+                raise Retryable(f"network error on POST {path}: {exc!r}") from exc
+            if response.status_code == 429 or response.status_code >= 500:
+                raise Retryable(
+                    f"HTTP {response.status_code} on POST {path}",
+                    retry_after=parse_retry_after(response.headers.get("retry-after")),
+                ) from WhapiError(_error_text(response), status=response.status_code)
+            if response.status_code >= 400:
+                raise WhapiError(_error_text(response), status=response.status_code)
+
+        try:
+            await retrying(attempt, self._policy, what=f"POST {path}")
+        except httpx.HTTPError as exc:
+            raise WhapiError(f"POST {path}: {exc!r}") from exc
+
     # -- reads -------------------------------------------------------------------------------
 
     async def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:

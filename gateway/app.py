@@ -21,6 +21,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from actors.events import Control
+from gateway.audio import register_audio
 from gateway.service import Service
 
 log = logging.getLogger("gateway.app")
@@ -219,4 +220,5 @@ def create_app(service: Service) -> QuartTrio:
     async def too_large(_error: Exception) -> Response:
         return _json({"error": "body too large"}, 413)
 
+    register_audio(app, service)
     return app

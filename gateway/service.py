@@ -17,19 +17,16 @@ from typing import Any
 
 import trio
 
-from actors.model import ModelClient
-from actors.retry import RetryPolicy
+from actors.deps import open_user_deps
 from actors.runtime import Behavior, Cell, RuntimeConfig, Supervisor
 from actors.settings import Settings
 from actors.telemetry import Telemetry
 from actors.user import UserActor, UserDeps
-from actors.whapi import WhapiClient
 from gateway.gateway import Gateway
 from gateway.metrics import ServiceCollector
 from gateway.parse import parse_message
 from gateway.watchdog import MemoryWatchdog
 from store import Store, StoreConfig, open_store
-from store.tempfiles import TempFiles
 
 log = logging.getLogger("gateway.service")
 
@@ -44,14 +41,6 @@ def store_config(settings: Settings) -> StoreConfig:
         backups_hourly=settings.backups_hourly,
         backups_daily=settings.backups_daily,
         retention_days=settings.retention_days,
-    )
-
-
-def temp_files(settings: Settings) -> TempFiles:
-    return TempFiles(
-        root=settings.tmp_dir,
-        max_total_bytes=int(settings.tmp_max_mb * 2**20),
-        max_age_seconds=settings.tmp_max_age_seconds,
     )
 
 
@@ -75,6 +64,7 @@ class Service:
         self.settings = settings
         self.wrap_behavior = wrap_behavior
         self.store: Store | None = None
+        self.deps: UserDeps | None = None
         self.supervisor: Supervisor | None = None
         self.gateway: Gateway | None = None
         self.started_at = 0.0
@@ -120,40 +110,17 @@ class Service:
 
     async def _open_and_run(self, task_status: Any) -> None:
         settings = self.settings
-        retry = partial(
-            RetryPolicy,
-            base_seconds=settings.retry_base_seconds,
-            max_seconds=settings.retry_max_seconds,
-        )
-        async with open_store(store_config(settings)) as store:
-            whapi = WhapiClient(
-                base_url=settings.whapi_api_url,
-                token=settings.whapi_token or "",
-                timeout=settings.whapi_timeout_seconds,
-                policy=retry(attempts=settings.whapi_max_attempts),
-            )
-            model = ModelClient(
-                api_key=settings.openai_api_key or "",
-                base_url=settings.openai_base_url,
-                model=settings.openai_model,
-                instructions=settings.instructions,
-                timeout=settings.openai_timeout_seconds,
-                policy=retry(attempts=settings.openai_max_attempts),
-            )
-            try:
-                deps = UserDeps(
-                    settings=settings,
-                    store=store,
-                    whapi=whapi,
-                    model=model,
-                    parse=partial(parse_message, allow_groups=not settings.ignore_groups),
-                    telemetry=self.telemetry,
-                )
-                await self._run_with(store, deps, task_status)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await whapi.aclose()
-                    await model.aclose()
+        async with (
+            open_store(store_config(settings)) as store,
+            open_user_deps(
+                settings,
+                store,
+                self.telemetry,
+                partial(parse_message, allow_groups=not settings.ignore_groups),
+            ) as deps,
+        ):
+            self.deps = deps
+            await self._run_with(store, deps, task_status)
 
     async def _run_with(self, store: Store, deps: UserDeps, task_status: Any) -> None:
         def factory(key: str, cell: Cell) -> Behavior:

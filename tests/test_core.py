@@ -21,9 +21,13 @@ def responses_calls(fakes: Fakes) -> list[Any]:
 
 
 def input_text(call: Any) -> str:
-    items = call.json["input"]
+    """The customer's text in a /v1/responses request (context notes left out)."""
     return "".join(
-        part["text"] for item in items for part in item["content"] if part["type"] == "input_text"
+        part["text"]
+        for item in call.json["input"]
+        if item.get("role") == "user" and isinstance(item.get("content"), list)
+        for part in item["content"]
+        if part["type"] == "input_text"
     )
 
 

@@ -1,0 +1,117 @@
+"""Opening and closing what every user actor shares: the upstream clients and caches.
+
+``open_user_deps`` builds the Whapi client, the OpenAI clients (model, audio), the media
+fetcher, the chat-info cache, the tool registry, the validator and the audio shelf from the
+settings, runs the sweepers of temporary media, and closes every client on the way out
+(shielded, so a cancelled shutdown still releases its connections).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import trio
+
+from actors.context import ChatInfoCache
+from actors.events import InboundMessage
+from actors.media import MediaFetcher
+from actors.model import ModelClient
+from actors.retry import RetryPolicy
+from actors.settings import Settings
+from actors.telemetry import Telemetry
+from actors.tools import load_registry
+from actors.user import UserDeps
+from actors.validation import load_validator
+from actors.voice import AudioShelf, OpenAIAudio
+from actors.whapi import WhapiClient
+from store import Store
+from store.tempfiles import TempFiles
+
+
+def temp_files(settings: Settings) -> TempFiles:
+    return TempFiles(
+        root=settings.tmp_dir,
+        max_total_bytes=int(settings.tmp_max_mb * 2**20),
+        max_age_seconds=settings.tmp_max_age_seconds,
+    )
+
+
+@asynccontextmanager
+async def open_user_deps(
+    settings: Settings,
+    store: Store,
+    telemetry: Telemetry,
+    parse: Callable[[dict[str, Any]], InboundMessage | None],
+) -> AsyncIterator[UserDeps]:
+    retry = partial(
+        RetryPolicy,
+        base_seconds=settings.retry_base_seconds,
+        max_seconds=settings.retry_max_seconds,
+    )
+    tools = load_registry(settings)
+    validator = load_validator(settings.validator_module)
+    whapi = WhapiClient(
+        base_url=settings.whapi_api_url,
+        token=settings.whapi_token or "",
+        timeout=settings.whapi_timeout_seconds,
+        policy=retry(attempts=settings.whapi_max_attempts),
+    )
+    model = ModelClient(
+        api_key=settings.openai_api_key or "",
+        base_url=settings.openai_base_url,
+        model=settings.openai_model,
+        instructions=settings.instructions,
+        timeout=settings.openai_timeout_seconds,
+        policy=retry(attempts=settings.openai_max_attempts),
+    )
+    audio = OpenAIAudio(
+        api_key=settings.openai_api_key or "",
+        base_url=settings.openai_base_url,
+        timeout=settings.openai_timeout_seconds,
+        policy=retry(attempts=settings.openai_max_attempts),
+        transcription_model=settings.transcription_model,
+        transcription_language=settings.transcription_language,
+        speech_model=settings.speech_model,
+        speech_voice=settings.speech_voice,
+    )
+    media = MediaFetcher(
+        whapi_base_url=settings.whapi_api_url,
+        whapi_token=settings.whapi_token or "",
+        max_bytes=int(settings.media_max_mb * 2**20),
+        timeout=settings.media_timeout_seconds,
+    )
+    shelf = AudioShelf(settings.tmp_dir, ttl=settings.audio_ttl_seconds)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                temp_files(settings).run, max(1.0, settings.tmp_max_age_seconds / 4)
+            )
+            nursery.start_soon(shelf.run, max(1.0, settings.audio_ttl_seconds / 4))
+            yield UserDeps(
+                settings=settings,
+                store=store,
+                whapi=whapi,
+                model=model,
+                media=media,
+                audio=audio,
+                synthesizer=audio,
+                chat_info=ChatInfoCache(
+                    whapi,
+                    ttl=settings.chat_info_ttl_seconds,
+                    max_size=settings.chat_info_max,
+                    timeout=settings.whapi_timeout_seconds,
+                ),
+                tools=tools,
+                parse=parse,
+                shelf=shelf,
+                validator=validator,
+                telemetry=telemetry,
+            )
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            for client in (whapi, model, audio, media):
+                await client.aclose()

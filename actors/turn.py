@@ -1,0 +1,286 @@
+"""One turn of a user actor: from a batch of buffered messages to the reply on WhatsApp.
+
+In order: show "typing" (or "recording" when the answer will be a voice note) and keep it
+alive; turn media into model input (transcripts, images); find or start the conversation
+(a reset keyword or a long silence starts a fresh one; legacy Assistants threads too); add
+the context block when it is due; call the model, running its tool calls for up to
+``WABOT_TOOL_ROUNDS`` rounds; let the validator ask for one correction; then send the answer
+as a voice note when it suits speech, else as text parts paced with ``typing_time``.
+
+The conversation lock of the actor is held from the first model call to the last, so what a
+human agent writes meanwhile is added to the conversation before or after the turn, never
+during it (OpenAI answers ``conversation_locked`` to concurrent writes).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from actors.context import context_block, developer_note, fingerprint, needs_context
+from actors.events import InboundMessage
+from actors.media import MediaError, PreparedInput, data_url, describe_failure, voice_filename
+from actors.model import ModelError, ModelReply, function_output, user_message
+from actors.replies import split_parts, to_whatsapp, typing_time
+from actors.tools import ToolContext
+from actors.validation import ToolOutput
+from actors.voice import AudioError, speakable
+from store import UserRecord
+from store.records import utcnow
+
+if TYPE_CHECKING:
+    from actors.user import TurnState, UserActor
+
+log = logging.getLogger("actors.turn")
+
+
+@attrs.frozen
+class Answer:
+    text: str
+    tool_outputs: tuple[ToolOutput, ...] = ()
+
+
+class TurnRunner:
+    """The pipeline for one batch; short-lived, created by the actor for each turn."""
+
+    def __init__(self, actor: UserActor, batch: list[InboundMessage], turn: TurnState) -> None:
+        self.actor = actor
+        self.deps = actor.deps
+        self.settings = actor.settings
+        self.batch = batch
+        self.turn = turn
+        self.last = batch[-1]
+
+    async def run(self) -> None:
+        actor, settings, last = self.actor, self.settings, self.last
+        record = await actor.ensure_record(last)
+        batch = self._after_reset(record)
+        if batch is None:
+            await actor.reset_conversation()
+            await self.send_text(settings.reset_reply)
+            return
+        if len(batch) < len(self.batch):
+            record = await actor.reset_conversation()
+        voice_reply = settings.voice_replies and last.is_voice
+        async with trio.open_nursery() as indicator:
+            indicator.start_soon(
+                actor.keep_typing, last.chat_id, "recording" if voice_reply else "typing"
+            )
+            prepared = await self.prepare(batch)
+            async with actor.conversation_lock:
+                answer = await self.converse(record, prepared)
+            self.turn.stage = "replying"
+            text = to_whatsapp(answer.text)
+            if not text:
+                raise ModelError("the model returned an empty answer")
+            if not (voice_reply and await self.send_voice(text)):
+                await self.send_text(text)
+            indicator.cancel_scope.cancel()
+        now = utcnow()
+        assert actor.record is not None
+        await actor.save(
+            attrs.evolve(
+                actor.record, last_activity=now, last_turn_at=now, user_name=last.user_name
+            )
+        )
+
+    def _after_reset(self, record: UserRecord) -> list[InboundMessage] | None:
+        """The messages after the last reset keyword; None when the batch was only a reset."""
+        keywords = {k.lower() for k in self.settings.reset_keywords}
+        for index in range(len(self.batch) - 1, -1, -1):
+            if self.batch[index].text.strip().lower() in keywords:
+                rest = self.batch[index + 1 :]
+                return rest or None
+        return self.batch
+
+    # -- input ---------------------------------------------------------------------------------
+
+    async def prepare(self, batch: Sequence[InboundMessage]) -> PreparedInput:
+        """Text in arrival order (voice transcribed), and the images to show the model."""
+        lines: list[str] = []
+        images: list[str] = []
+        for message in batch:
+            if message.is_voice and message.media is not None:
+                lines.append(await self._transcribe(message))
+            elif message.kind == "image" and message.media is not None:
+                url = await self._image(message)
+                if url is None:
+                    lines.append(describe_failure(message))
+                else:
+                    images.append(url)
+                    lines.append(message.text)
+            else:
+                lines.append(message.text)
+        return PreparedInput("\n".join(lines), tuple(images), any(m.is_voice for m in batch))
+
+    async def _transcribe(self, message: InboundMessage) -> str:
+        assert message.media is not None
+        try:
+            downloaded = await self.deps.media.fetch(message.media)
+            text = await self.deps.audio.transcribe(
+                downloaded.content, voice_filename(downloaded.mime_type), downloaded.mime_type
+            )
+        except (MediaError, AudioError) as exc:
+            log.warning("voice note %s: %s", message.message_id, exc)
+            return describe_failure(message)
+        return f"[nota de voz] {text}" if text else "[nota de voz sin palabras]"
+
+    async def _image(self, message: InboundMessage) -> str | None:
+        assert message.media is not None
+        if not self.settings.image_inline and message.media.link:
+            return message.media.link
+        try:
+            return data_url(await self.deps.media.fetch(message.media))
+        except MediaError as exc:
+            log.warning("image %s: %s", message.message_id, exc)
+            return None
+
+    # -- the model -----------------------------------------------------------------------------
+
+    async def converse(self, record: UserRecord, prepared: PreparedInput) -> Answer:
+        actor = self.actor
+        conversation_id, fresh = await actor.ensure_conversation(record)
+        items: list[dict[str, Any]] = []
+        note = await self._context_note(fresh)
+        if note is not None:
+            items.append(developer_note(note))
+        items.append(user_message(prepared.text, prepared.image_urls))
+        answer = await self._tool_loop(conversation_id, items)
+        return await self._validated(conversation_id, answer)
+
+    async def _context_note(self, fresh: bool) -> str | None:
+        actor, settings, last = self.actor, self.settings, self.last
+        info = await self.deps.chat_info.get(last.chat_id)
+        record = actor.record
+        assert record is not None
+        name = info.name if info and info.name else record.name
+        labels = info.labels if info else record.labels
+        fp = fingerprint(name, labels)
+        now = utcnow()
+        if not fresh and not needs_context(record, fp, now, settings.context_gap_seconds):
+            return None
+        note = context_block(
+            now=now, tz=settings.timezone, user_id=actor.key, profile_name=last.user_name, info=info
+        )
+        if fresh and record.last_turn_at is not None:
+            note += f"\nLa conversación anterior terminó el {record.last_turn_at:%Y-%m-%d}."
+        actor.record = attrs.evolve(
+            record, name=name, labels=tuple(labels), context_fingerprint=fp, context_sent_at=now
+        )
+        return note
+
+    async def _respond(
+        self, conversation_id: str, items: list[dict[str, Any]], *, tools: bool = True
+    ) -> ModelReply:
+        with self.deps.telemetry.model_seconds.time():
+            return await self.deps.model.respond(
+                conversation_id=conversation_id,
+                input_items=items,
+                user_id=self.actor.key,
+                tools=self.deps.tools.schemas() if tools else (),
+            )
+
+    async def _tool_loop(self, conversation_id: str, items: list[dict[str, Any]]) -> Answer:
+        settings, actor, last = self.settings, self.actor, self.last
+        reply = await self._respond(conversation_id, items)
+        outputs: list[ToolOutput] = []
+        context = ToolContext(
+            user_id=actor.key,
+            chat_id=last.chat_id,
+            customer_name=(actor.record.name if actor.record else None) or last.user_name,
+            settings=settings,
+            whapi=self.deps.whapi,
+            pause=actor.pause_for_handoff,
+        )
+        rounds = 0
+        while reply.calls:
+            rounds += 1
+            last_round = rounds >= settings.tool_rounds
+            results = []
+            for call in reply.calls:
+                result = await self.deps.tools.call(
+                    call.name, call.arguments, context, seconds=settings.tool_timeout_seconds
+                )
+                self.deps.telemetry.tool_calls.labels(
+                    call.name, "ok" if result.ok else "error"
+                ).inc()
+                outputs.append(ToolOutput(call.name, call.arguments, result.output, result.ok))
+                results.append(function_output(call, result.output))
+            if last_round:
+                results.append(
+                    developer_note("Límite de herramientas alcanzado: responde ya al cliente.")
+                )
+            reply = await self._respond(conversation_id, results, tools=not last_round)
+        return Answer(reply.text, tuple(outputs))
+
+    async def _validated(self, conversation_id: str, answer: Answer) -> Answer:
+        validator, actor = self.deps.validator, self.actor
+        if validator is None:
+            return answer
+        now = trio.current_time()
+        if actor.validated_at is not None and now - actor.validated_at < (
+            self.settings.validator_cooldown_seconds
+        ):
+            return answer
+        instruction = validator(answer.text, answer.tool_outputs)
+        if not instruction:
+            return answer
+        actor.validated_at = now
+        log.info("validator asked for a correction")
+        reply = await self._respond(conversation_id, [developer_note(instruction)], tools=False)
+        return Answer(reply.text or answer.text, answer.tool_outputs)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def send_text(self, text: str) -> None:
+        settings, deps = self.settings, self.deps
+        for index, part in enumerate(split_parts(text, settings.max_part_chars)):
+            if index:
+                await trio.sleep(settings.part_pause_seconds)
+            seconds = typing_time(
+                part,
+                minimum=settings.typing_time_min,
+                maximum=settings.typing_time_max,
+                chars_per_second=settings.typing_chars_per_second,
+            )
+            try:
+                sent = await deps.whapi.send_text(self.last.chat_id, part, typing_time=seconds)
+            except Exception:
+                deps.telemetry.sends.labels("text", "error").inc()
+                raise
+            deps.telemetry.sends.labels("text", "ok").inc()
+            self.actor.remember_sent(sent.message_id)
+
+    async def send_voice(self, text: str) -> bool:
+        """Send ``text`` as a voice note; False (send text instead) when it should not or cannot."""
+        settings, deps = self.settings, self.deps
+        if not speakable(
+            text, patterns=settings.voice_text_patterns, max_chars=settings.voice_max_chars
+        ):
+            return False
+        try:
+            audio = await deps.synthesizer.synthesize(text)
+            if deps.shelf is not None and settings.public_url:
+                media = f"{settings.public_url}/audio/{await deps.shelf.put(audio)}"
+            else:
+                media = f"data:audio/ogg;base64,{base64.b64encode(audio).decode('ascii')}"
+            sent = await deps.whapi.send_voice(self.last.chat_id, media)
+        except (AudioError, Exception) as exc:
+            deps.telemetry.sends.labels("voice", "error").inc()
+            log.warning("voice reply failed, sending text instead: %r", exc)
+            return False
+        deps.telemetry.sends.labels("voice", "ok").inc()
+        self.actor.remember_sent(sent.message_id)
+        return True
+
+
+def session_expired(record: UserRecord, seconds: float) -> bool:
+    if seconds <= 0 or record.last_turn_at is None:
+        return False
+    return utcnow() - record.last_turn_at > timedelta(seconds=seconds)
