@@ -331,3 +331,50 @@ async def test_validator_asks_for_one_correction(tmp_path: Path) -> None:
             await fakes.whapi.wait_sent(2, to=CHAT)
             assert fakes.whapi.sent_to(CHAT)[1].body == "Sigue costando 200."
             assert len(responses(fakes)) == 3
+
+
+async def test_voice_reply_served_from_public_url_then_expires(tmp_path: Path) -> None:
+    async with open_fakes() as fakes:
+        link = fakes.whapi.add_media("voice-9", OGG, "audio/ogg; codecs=opus")
+        settings = make_settings(
+            fakes, tmp_path, public_url="https://bot.example.com", audio_ttl_seconds=2.0
+        )
+        async with open_bot(fakes, settings) as bot:
+            await bot.post(payloads.webhook([payloads.voice_message(USER, link=link)]))
+            await fakes.whapi.wait_sent(1, to=CHAT)
+            media = fakes.whapi.sent_to(CHAT)[0].media
+            assert media.startswith("https://bot.example.com/audio/") and media.endswith(".ogg")
+            name = media.rsplit("/", 1)[1]
+            served = await bot.http.get(f"{bot.url}/audio/{name}")
+            assert served.status_code == 200 and served.content.startswith(b"OggS")
+            assert served.headers["content-type"].startswith("audio/ogg")
+            for probe in ("../threads-data.json", "%2e%2e%2fthreads-data.json", "x" * 30 + ".ogg"):
+                assert (await bot.http.get(f"{bot.url}/audio/{probe}")).status_code == 404
+            await wait_until(lambda: not list(settings.tmp_dir.glob("*.ogg")), timeout=5)
+            assert (await bot.http.get(f"{bot.url}/audio/{name}")).status_code == 404
+
+
+async def test_long_silence_starts_a_fresh_conversation_with_a_seed(tmp_path: Path) -> None:
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, session_expiry_seconds=0.5)
+        async with open_bot(fakes, settings) as bot:
+            await bot.post(payloads.webhook([payloads.text_message(USER, "hola")]))
+            await fakes.whapi.wait_sent(1, to=CHAT)
+            first = bot.service.store.get(USER).conversation_id
+            await trio.sleep(0.8)
+            await bot.post(payloads.webhook([payloads.text_message(USER, "volví")]))
+            await fakes.whapi.wait_sent(2, to=CHAT)
+            second = bot.service.store.get(USER).conversation_id
+        assert first != second
+        notes = developer_notes(responses(fakes)[-1])
+        assert notes and "La conversación anterior terminó" in notes[0]
+
+
+async def test_ignored_chats_get_no_answer(tmp_path: Path) -> None:
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, ignored_chats=frozenset({USER}))
+        async with open_bot(fakes, settings) as bot:
+            await bot.post(payloads.webhook([payloads.text_message(USER, "hola")]))
+            await wait_until(lambda: bot.service.store.stats().pending == 0)
+            await trio.sleep(0.4)
+            assert not fakes.whapi.sent and not responses(fakes)
