@@ -244,8 +244,10 @@ class UserActor:
     def _due(self) -> float:
         """When the buffered messages should be answered (``inf``: nothing to do now)."""
         buffer = self.buffer
-        if self.turn is not None or not buffer.messages or self._closing or self.paused():
+        if self.turn is not None or not buffer.messages or self._closing:
             return math.inf
+        if self.paused():
+            return -math.inf  # a pause began with messages waiting: settle them now
         settings = self.settings
         if len(buffer) >= settings.max_buffered or buffer.chars >= settings.max_buffered_chars:
             return -math.inf
@@ -365,8 +367,9 @@ class UserActor:
             return  # our own send (reported with a source other than "api"), or a redelivery
         self._handled.add(message.message_id)
         log.info("user %s: a human agent wrote from %s; the bot pauses", self.key, message.source)
-        waiting = self.buffer.messages
-        self.buffer = Buffer()
+        waiting, self.buffer = self.buffer.messages, Buffer()
+        for pending in waiting:
+            self._handled.add(pending.message_id)
         self._in_background(self._handoff(message, waiting))
 
     async def _handoff(self, message: AgentMessage, waiting: list[InboundMessage]) -> None:
@@ -429,6 +432,12 @@ class UserActor:
 
     def _maybe_start_turn(self) -> None:
         if self._nursery is None or self._due() > trio.current_time():
+            return
+        if self.paused():
+            waiting, self.buffer = self.buffer.messages, Buffer()
+            for message in waiting:
+                self._handled.add(message.message_id)
+            self._in_background(self._note_while_paused(waiting))
             return
         batch = self.buffer.messages
         ids = sorted(self.buffer.ids)
