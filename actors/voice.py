@@ -16,9 +16,9 @@ import logging
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import openai
 import trio
@@ -26,6 +26,7 @@ import trio
 from actors.retry import Retryable, RetryPolicy, retrying
 
 log = logging.getLogger("actors.voice")
+T = TypeVar("T")
 
 AUDIO_NAME = re.compile(r"^[A-Za-z0-9_-]{22,64}\.ogg$")
 
@@ -74,51 +75,49 @@ class OpenAIAudio:
         await self._client.close()
 
     async def transcribe(self, content: bytes, filename: str, mime_type: str) -> str:
-        async def attempt(n: int) -> str:
-            extra = {"language": self.transcription_language} if self.transcription_language else {}
-            try:
-                with trio.fail_after(self._timeout):
-                    result = await self._client.audio.transcriptions.create(
-                        model=self.transcription_model,
-                        file=(filename, content, mime_type),
-                        response_format="json",
-                        **extra,
-                    )
-            except (openai.RateLimitError, openai.InternalServerError) as exc:
-                raise Retryable(f"transcription: {exc.status_code}") from exc
-            except (openai.APIConnectionError, trio.TooSlowError) as exc:
-                raise Retryable("transcription: network or timeout") from exc
-            except openai.OpenAIError as exc:
-                raise AudioError(f"transcription failed: {exc}") from exc
+        extra = {"language": self.transcription_language} if self.transcription_language else {}
+
+        async def call() -> str:
+            result = await self._client.audio.transcriptions.create(
+                model=self.transcription_model,
+                file=(filename, content, mime_type),
+                response_format="json",
+                **extra,
+            )
             return (getattr(result, "text", None) or "").strip()
 
-        try:
-            return await retrying(attempt, self._policy, what="audio.transcriptions")
-        except (openai.OpenAIError, trio.TooSlowError) as exc:
-            raise AudioError(f"transcription failed: {exc!r}") from exc
+        return await self._with_retries(call, "transcription")
 
     async def synthesize(self, text: str) -> bytes:
-        async def attempt(n: int) -> bytes:
+        async def call() -> bytes:
+            response = await self._client.audio.speech.create(
+                model=self.speech_model,
+                voice=self.speech_voice,
+                input=text,
+                response_format="opus",
+            )
+            return await response.aread()
+
+        return await self._with_retries(call, "speech")
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """One deadline per attempt, retries on 429/5xx/network, ``AudioError`` at the end."""
+
+        async def attempt(n: int) -> T:
             try:
                 with trio.fail_after(self._timeout):
-                    response = await self._client.audio.speech.create(
-                        model=self.speech_model,
-                        voice=self.speech_voice,
-                        input=text,
-                        response_format="opus",
-                    )
-                    return await response.aread()
+                    return await call()
             except (openai.RateLimitError, openai.InternalServerError) as exc:
-                raise Retryable(f"speech: {exc.status_code}") from exc
+                raise Retryable(f"{what}: {exc.status_code}") from exc
             except (openai.APIConnectionError, trio.TooSlowError) as exc:
-                raise Retryable("speech: network or timeout") from exc
+                raise Retryable(f"{what}: network or timeout") from exc
             except openai.OpenAIError as exc:
-                raise AudioError(f"speech failed: {exc}") from exc
+                raise AudioError(f"{what} failed: {exc}") from exc
 
         try:
-            return await retrying(attempt, self._policy, what="audio.speech")
+            return await retrying(attempt, self._policy, what=f"audio {what}")
         except (openai.OpenAIError, trio.TooSlowError) as exc:
-            raise AudioError(f"speech failed: {exc!r}") from exc
+            raise AudioError(f"{what} failed: {exc!r}") from exc
 
 
 class AudioShelf:
