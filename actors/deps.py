@@ -58,6 +58,7 @@ async def open_user_deps(
         token=settings.whapi_token or "",
         timeout=settings.whapi_timeout_seconds,
         policy=retry(attempts=settings.whapi_max_attempts),
+        pool_size=settings.http_pool_size,
     )
     model = ModelClient(
         api_key=settings.openai_api_key or "",
@@ -66,6 +67,7 @@ async def open_user_deps(
         instructions=settings.instructions,
         timeout=settings.openai_timeout_seconds,
         policy=retry(attempts=settings.openai_max_attempts),
+        pool_size=settings.http_pool_size,
     )
     audio = OpenAIAudio(
         api_key=settings.openai_api_key or "",
@@ -109,6 +111,7 @@ async def open_user_deps(
                 shelf=shelf,
                 validator=validator,
                 telemetry=telemetry,
+                turn_slots=trio.Semaphore(settings.max_concurrent_turns),
             )
             nursery.cancel_scope.cancel()
     finally:

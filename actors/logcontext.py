@@ -1,15 +1,21 @@
-"""Who a log line is about: the user key and the turn id, carried in context variables.
+"""Which customer and which turn the running code is about, for every log line it writes.
 
-Trio copies the context into every task it spawns, so binding the user in an actor's task
-and the turn in its turn task labels every log line written under them, down to the HTTP
-clients. ``gateway.logs`` reads these variables into each record.
+Two context variables: ``user_key`` (the customer's phone digits) and ``turn_id``. A trio task
+inherits the context of the task that spawned it, so binding them where a user actor starts
+and where a turn starts labels everything those tasks (and their children, and their worker
+threads) log. ``gateway.logs`` reads them in a logging filter; nothing else needs to pass them.
+
+    with bind(user=key):
+        ...
+        with bind(turn=turn_id):
+            ...
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 user_key: ContextVar[str | None] = ContextVar("wabot_user_key", default=None)
 turn_id: ContextVar[str | None] = ContextVar("wabot_turn_id", default=None)
@@ -17,8 +23,8 @@ turn_id: ContextVar[str | None] = ContextVar("wabot_turn_id", default=None)
 
 @contextmanager
 def bind(*, user: str | None = None, turn: str | None = None) -> Iterator[None]:
-    """Label log lines written inside the block (and in tasks spawned from it)."""
-    tokens = []
+    """Set the user key and/or turn id for the block (``None`` leaves a variable as it is)."""
+    tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = []
     if user is not None:
         tokens.append((user_key, user_key.set(user)))
     if turn is not None:
@@ -26,5 +32,11 @@ def bind(*, user: str | None = None, turn: str | None = None) -> Iterator[None]:
     try:
         yield
     finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
+        for variable, token in reversed(tokens):
+            variable.reset(token)
+
+
+def current() -> dict[str, str]:
+    """The bound values, for a log line: ``{"user": ..., "turn": ...}`` (unset ones left out)."""
+    values = {"user": user_key.get(), "turn": turn_id.get()}
+    return {key: value for key, value in values.items() if value is not None}

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+import httpx2
 import openai
 import trio
 
@@ -45,6 +46,12 @@ class ModelReply:
     recovered: bool = False
 
 
+def pooled_http_client(size: int) -> openai.DefaultAsyncHttpxClient:
+    """The SDK's HTTP client with a bounded pool (httpcore scans the whole pool per request)."""
+    limits = httpx2.Limits(max_connections=size, max_keepalive_connections=size)
+    return openai.DefaultAsyncHttpxClient(limits=limits)
+
+
 def user_message(text: str, image_urls: Sequence[str] = ()) -> dict[str, Any]:
     """A user message input item: the text first, then any images."""
     content: list[dict[str, Any]] = [{"type": "input_text", "text": text}]
@@ -69,13 +76,18 @@ class ModelClient:
         instructions: str,
         timeout: float,
         policy: RetryPolicy,
+        pool_size: int = 32,
     ) -> None:
         self.model = model
         self.instructions = instructions
         self._timeout = timeout
         self._policy = policy
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=pooled_http_client(pool_size),
         )
 
     async def aclose(self) -> None:

@@ -107,6 +107,8 @@ class RuntimeCounters:
     restarts: int = 0
     give_ups: int = 0
     over_capacity: int = 0
+    #: Journaled messages that found the mailbox full and wait in the inbox for a resync.
+    resyncs: int = 0
 
 
 BehaviorFactory = Callable[[str, Cell], Behavior]
@@ -233,6 +235,23 @@ class Supervisor:
                 pass
         cell.resync = True
         log.warning("mailbox of %s stayed full for %.1fs; the actor will resync", key, wait)
+        return False
+
+    def deliver(self, key: str, message: Any) -> bool:
+        """Deliver a message that is already in the durable inbox, never waiting.
+
+        With the mailbox full the cell is flagged to resynchronise from the inbox instead
+        (the actor reloads every pending message, in order, skipping ids it holds), so the
+        webhook that carried it is acknowledged at once whatever the actor is doing: mid-flood,
+        backing off after a crash, or parked. Returns False when it took the resync path.
+        """
+        if self.tell_nowait(key, message):
+            return True
+        cell = self.activate(key)
+        if not cell.resync:
+            log.warning("mailbox of %s is full; the actor will resync from the inbox", key)
+        cell.resync = True
+        self.counters.resyncs += 1
         return False
 
     def tell_if_live(self, key: str, message: Any) -> bool:

@@ -92,6 +92,9 @@ class Settings:
     memory_soft_mb: float = 1024.0
     memory_hard_mb: float = 1536.0
     memory_check_seconds: float = 10.0
+    #: After a failed journal write, how often the store retries re-persisting its state.
+    store_recovery_seconds: float = 5.0
+    log_level: str = "INFO"
 
     # Turns and upstream calls.
     turn_timeout_seconds: float = 120.0
@@ -102,6 +105,14 @@ class Settings:
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 8.0
     typing_refresh_seconds: float = 8.0
+    #: "typing" shows only when a turn takes longer than this (each send simulates typing too).
+    typing_delay_seconds: float = 1.0
+    #: Turns running at once, process-wide: past it turns wait, so webhooks keep their CPU.
+    max_concurrent_turns: int = 32
+    #: Connections per upstream client (Whapi, OpenAI).
+    http_pool_size: int = 32
+    #: A contact's presence subscription is renewed at a turn once older than this.
+    presence_resubscribe_seconds: float = 86400.0
     typing_time_min: float = 1.0
     typing_time_max: float = 5.0
     typing_chars_per_second: float = 40.0
@@ -269,6 +280,12 @@ def _env_name(name: str, raw: str) -> str:
     return raw
 
 
+def _log_level(name: str, raw: str) -> str:
+    if raw.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise SettingsError(f"{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return raw.upper()
+
+
 _seconds = _number(float, minimum=0.0)
 _positive_seconds = _number(float, minimum=0.0, allow_zero=False)
 _count = _number(int, minimum=1)
@@ -322,6 +339,8 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_MEMORY_SOFT_MB", "memory_soft_mb", _seconds),
     ("WABOT_MEMORY_HARD_MB", "memory_hard_mb", _seconds),
     ("WABOT_MEMORY_CHECK_SECONDS", "memory_check_seconds", _positive_seconds),
+    ("WABOT_STORE_RECOVERY_SECONDS", "store_recovery_seconds", _positive_seconds),
+    ("WABOT_LOG_LEVEL", "log_level", lambda name, raw: _log_level(name, raw)),
     ("WABOT_TURN_TIMEOUT_SECONDS", "turn_timeout_seconds", _positive_seconds),
     ("WABOT_OPENAI_TIMEOUT_SECONDS", "openai_timeout_seconds", _positive_seconds),
     ("WABOT_OPENAI_MAX_ATTEMPTS", "openai_max_attempts", _count),
@@ -330,6 +349,10 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_RETRY_BASE_SECONDS", "retry_base_seconds", _seconds),
     ("WABOT_RETRY_MAX_SECONDS", "retry_max_seconds", _seconds),
     ("WABOT_TYPING_REFRESH_SECONDS", "typing_refresh_seconds", _positive_seconds),
+    ("WABOT_TYPING_DELAY_SECONDS", "typing_delay_seconds", _seconds),
+    ("WABOT_MAX_CONCURRENT_TURNS", "max_concurrent_turns", _count),
+    ("WABOT_HTTP_POOL_SIZE", "http_pool_size", _count),
+    ("WABOT_PRESENCE_RESUBSCRIBE_SECONDS", "presence_resubscribe_seconds", _seconds),
     ("WABOT_TYPING_TIME_MIN", "typing_time_min", _seconds),
     ("WABOT_TYPING_TIME_MAX", "typing_time_max", _seconds),
     ("WABOT_TYPING_CHARS_PER_SECOND", "typing_chars_per_second", _positive_seconds),

@@ -60,6 +60,7 @@ class TurnRunner:
     async def run(self) -> None:
         actor, settings, last = self.actor, self.settings, self.last
         record = await actor.ensure_record(last)
+        actor.subscribe_presence_if_due()
         batch = self._after_reset(record)
         if batch is None:
             await actor.reset_conversation()

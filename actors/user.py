@@ -67,6 +67,8 @@ class UserDeps:
     shelf: AudioShelf | None = None
     validator: Validator | None = None
     telemetry: Telemetry = attrs.Factory(Telemetry)
+    #: Bounds the turns running at once across all actors (``WABOT_MAX_CONCURRENT_TURNS``).
+    turn_slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(32))
 
 
 @attrs.define
@@ -309,9 +311,6 @@ class UserActor:
         buffer.last_at = now
         buffer.last_voice = message.is_voice
         self.typing_status = None
-        if not self._subscribed and self._nursery is not None:
-            self._subscribed = True
-            self._in_background(self._subscribe_presence())
 
     def _drop_flood(self, message: InboundMessage) -> None:
         self.flood_dropped += 1
@@ -450,8 +449,11 @@ class UserActor:
         outcome = "replied"
         chat_id = batch[-1].chat_id
         try:
-            with bind(turn=turn.turn_id), trio.fail_after(self.settings.turn_timeout_seconds):
-                await TurnRunner(self, batch, turn).run()
+            with bind(turn=turn.turn_id):
+                async with self.deps.turn_slots:
+                    turn.started_at = trio.current_time()
+                    with trio.fail_after(self.settings.turn_timeout_seconds):
+                        await TurnRunner(self, batch, turn).run()
         except Exception as exc:
             outcome = "fallback"
             log.error("turn %s failed: %r", turn.turn_id, exc, exc_info=not _expected(exc))
@@ -469,9 +471,14 @@ class UserActor:
     # -- what the turn asks of its actor ---------------------------------------------------------
 
     async def save(self, record: UserRecord) -> None:
-        """Store the record durably, then make it the actor's view."""
-        await self.deps.store.put(record)
+        """Make ``record`` the actor's view at once, then store it durably.
+
+        Setting it first means a concurrent update (an operator's pause during a turn, a
+        presence subscription) evolves from this version instead of losing it; the store
+        applies puts in order, so the last one carries every change.
+        """
         self.record = record
+        await self.deps.store.put(record)
 
     async def ensure_record(self, message: InboundMessage) -> UserRecord:
         record = self.record
@@ -535,13 +542,29 @@ class UserActor:
             log.error("user %s: could not mark messages done: %r", self.key, exc)
 
     async def keep_typing(self, chat_id: str, presence: str) -> None:
+        await trio.sleep(self.settings.typing_delay_seconds)
         while True:
             await self.deps.whapi.set_presence(chat_id, presence)
             await trio.sleep(self.settings.typing_refresh_seconds)
 
+    def subscribe_presence_if_due(self) -> None:
+        """Once per activation, renew the presence subscription if it is old or missing.
+
+        Done at a turn rather than on a first message: subscribing costs an HTTP call, and
+        doing it for every activation made ingest pay for it (bench/RESULTS.md).
+        """
+        if self._subscribed or self._nursery is None:
+            return
+        self._subscribed = True
+        since = self.record.presence_subscribed_at if self.record else None
+        fresh = timedelta(seconds=self.settings.presence_resubscribe_seconds)
+        if since is None or utcnow() - since > fresh:
+            self._in_background(self._subscribe_presence())
+
     async def _subscribe_presence(self) -> None:
         with trio.move_on_after(self.settings.whapi_timeout_seconds):
-            await self.deps.whapi.subscribe_presence(self.key)
+            if await self.deps.whapi.subscribe_presence(self.key) and self.record is not None:
+                await self.save(attrs.evolve(self.record, presence_subscribed_at=utcnow()))
 
 
 def _expected(exc: BaseException) -> bool:

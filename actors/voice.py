@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 import openai
 import trio
 
+from actors.model import pooled_http_client
 from actors.retry import Retryable, RetryPolicy, retrying
 
 log = logging.getLogger("actors.voice")
@@ -60,9 +61,14 @@ class OpenAIAudio:
         transcription_language: str | None,
         speech_model: str,
         speech_voice: str,
+        pool_size: int = 8,
     ) -> None:
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=pooled_http_client(pool_size),
         )
         self._timeout = timeout
         self._policy = policy

@@ -53,6 +53,7 @@ class WhapiClient:
         timeout: float,
         policy: RetryPolicy,
         transport: httpx.AsyncBaseTransport | None = None,
+        pool_size: int = 32,
     ) -> None:
         self._timeout = timeout
         self._policy = policy
@@ -60,7 +61,8 @@ class WhapiClient:
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            # A small pool: httpcore checks every pooled connection on each request.
+            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
             transport=transport,
         )
 

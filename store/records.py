@@ -82,6 +82,8 @@ class UserRecord:
     context_sent_at: datetime | None = None
     #: When the last model turn completed (session expiry is measured from here).
     last_turn_at: datetime | None = None
+    #: When Whapi last confirmed our subscription to this contact's presence.
+    presence_subscribed_at: datetime | None = None
 
     @classmethod
     def new(
@@ -109,6 +111,7 @@ class UserRecord:
             "contextFingerprint": self.context_fingerprint,
             "contextSentAt": _iso(self.context_sent_at),
             "lastTurnAt": _iso(self.last_turn_at),
+            "presenceSubscribedAt": _iso(self.presence_subscribed_at),
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -138,6 +141,7 @@ class UserRecord:
             context_fingerprint=_optional_str(raw, "contextFingerprint"),
             context_sent_at=_optional_time(raw, "contextSentAt"),
             last_turn_at=_optional_time(raw, "lastTurnAt"),
+            presence_subscribed_at=_optional_time(raw, "presenceSubscribedAt"),
         )
 
 

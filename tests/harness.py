@@ -44,6 +44,7 @@ FAST = {
     "turn_timeout_seconds": 10.0,
     "drain_seconds": 5.0,
     "http_graceful_seconds": 0.2,
+    "typing_delay_seconds": 0.0,
 }
 
 

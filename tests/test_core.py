@@ -223,6 +223,14 @@ async def test_idle_actor_stops_and_respawns(tmp_path: Path) -> None:
             await bot.post(payloads.webhook([payloads.text_message(USER, "volví")]))
             await fakes.whapi.wait_sent(2, to=CHAT)
             assert supervisor.counters.spawns == 2
+            # The presence subscription is remembered: the new activation does not repeat it.
+            subscribes = [
+                c
+                for c in fakes.whapi.calls
+                if c.method == "POST" and c.path == f"/presences/{USER}"
+            ]
+            assert len(subscribes) == 1
+            assert bot.service.store.get(USER).presence_subscribed_at is not None
 
 
 @pytest.mark.parametrize(
