@@ -503,8 +503,10 @@ class UserActor:
         elif record.legacy_thread_id:
             log.info("user %s: legacy thread (Assistants API is gone); new conversation", self.key)
         conversation_id = await self.deps.model.create_conversation(self.key)
-        # Stored (durably) before use, so a crash can never orphan a conversation.
-        await self.save(attrs.evolve(record, conversation_id=conversation_id))
+        # Stored (durably) before use, so a crash can never orphan a conversation. Evolve the
+        # current view: the record may have changed during the call.
+        current = self.record or record
+        await self.save(attrs.evolve(current, conversation_id=conversation_id))
         return conversation_id, True
 
     async def reset_conversation(self) -> UserRecord:
