@@ -5,7 +5,7 @@ Run ``python -m bench.store_bench [--quick]``. For each store size (1k, 100k, 1M
 concurrent ``put`` writers (throughput: median of 3 rounds; p50/p99 latency of an awaited,
 fsynced commit), then
 forces a compaction while a 1 ms ticker task measures how late the event loop wakes it (the
-stall). Prints a table and writes ``bench/results/store.json``.
+stall). Prints a table and writes ``bench/results/store.json`` (``store.quick.json`` in quick mode).
 
 Targets (issue 3): cost per mutation grows at most 1.5x from 1k to 1M records; compaction of
 1M records stalls the event loop at most 10 ms at p99.
@@ -32,7 +32,14 @@ import trio
 
 from store import StoreConfig, open_store
 
-RESULTS = Path(__file__).resolve().parent / "results" / "store.json"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def results_path(quick: bool) -> Path:
+    """Quick passes write beside the full results, so they never replace the cited ones."""
+    return RESULTS_DIR / ("store.quick.json" if quick else "store.json")
+
+
 WRITERS = 64
 OPS = 30_000
 ROUNDS = 3
@@ -186,8 +193,8 @@ async def run(quick: bool) -> dict[str, Any]:
             "met": last["stall_p99_ms"] <= 10.0,
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    results_path(quick).write_text(json.dumps(result, indent=2) + "\n")
     _print_table(result)
     return result
 
@@ -220,7 +227,7 @@ def _print_table(result: dict[str, Any]) -> None:
     )
     if result["quick"]:
         print("quick mode: 1k and 100k records only (run without --quick for 1M)")
-    print(f"results written to {RESULTS}")
+    print(f"results written to {results_path(result['quick'])}")
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""wabot load benchmarks: ``python -m bench --quick|--full [--only NAME]``."""

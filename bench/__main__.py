@@ -1,0 +1,71 @@
+"""Benchmark runner: ``python -m bench --quick|--full [--only NAME]``.
+
+Runs ingest, memory, overhead, store, drain and soak in turn (each prints its table and
+writes ``bench/results/<name>.json``); one failing benchmark is reported and the others
+still run. ``--quick`` (``make bench``) finishes in about three minutes with reduced sizes
+that each benchmark states; ``--full`` (``make bench-full``) takes about 25 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from bench import drain, ingest, memory, overhead, soak, store_bench
+from bench.common import machine
+
+
+def _store(quick: bool) -> dict[str, Any]:
+    return trio.run(store_bench.run, quick)
+
+
+BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "ingest": ingest.run,
+    "memory": memory.run,
+    "overhead": overhead.run,
+    "store": _store,
+    "drain": drain.run,
+    "soak": soak.run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="reduced sizes (default)")
+    mode.add_argument("--full", action="store_true", help="full sizes (~25 min)")
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
+    args = parser.parse_args(argv)
+    quick = not args.full
+    names = args.only or list(BENCHMARKS)
+    info = machine()
+    print(
+        f"wabot benchmarks ({'quick' if quick else 'full'}): {info['nproc']} CPUs, {info['cpu']}, "
+        f"Python {info['python']}, {info['date']}"
+    )
+    failed: list[str] = []
+    started = time.monotonic()
+    for name in names:
+        print(f"\n=== {name} ===", flush=True)
+        t0 = time.monotonic()
+        try:
+            BENCHMARKS[name](quick)
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+        print(f"({name}: {time.monotonic() - t0:.0f} s)", flush=True)
+    print(f"\nall done in {time.monotonic() - started:.0f} s; results in bench/results/")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

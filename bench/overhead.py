@@ -1,0 +1,132 @@
+"""Turn overhead: webhook → reply through the whole pipeline, minus the time inside the fakes.
+
+wabot runs with ``WABOT_BUFFER_SECONDS=0`` (a turn starts as soon as the message is handled)
+against the loopback fakes at zero latency, typing pauses off. 100 users run concurrently in
+the load process; each sends a text webhook, waits until the fake Whapi receives its reply,
+pauses (``think``), and repeats.
+
+overhead = (time the fake Whapi received the reply − time the webhook was sent)
+           − time spent inside the fakes' handlers for that user's turn
+
+The fakes run in the load process's trio clock, so their recorded times compare directly
+with the send time; handler time comes from ``TimedOpenAI`` (the OpenAI calls sit on the
+critical path; the Whapi presence call runs concurrently). The fakes' HTTP parsing
+(hypercorn) is not subtracted, so the overhead is slightly overstated. Two loads: a gentle
+one (think 2 s, ~50 turns/s offered) that shows the pipeline's latency, and a saturating one
+(think 0.05 s) that shows the throughput ceiling — with 100 users in a closed loop latency
+there is ~100 / throughput (Little's law), whatever the per-turn cost. Target: p99 ≤ 20 ms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import (
+    LoadGen,
+    bot_env,
+    cleanup,
+    cpu_seconds,
+    print_table,
+    start_bot,
+    verdict,
+    workdir,
+    write_result,
+)
+
+USERS = 100
+
+
+def run(quick: bool) -> dict[str, Any]:
+    loads = [("gentle", 2.0, 3 if quick else 12), ("saturating", 0.05, 3 if quick else 10)]
+    base = workdir("overhead")
+    loadgen = LoadGen(base / "loadgen.log")
+    rows: list[dict[str, Any]] = []
+    try:
+        for name, think, rounds in loads:
+            bot, url = start_bot(
+                bot_env(loadgen.fakes, base / f"data-{name}", buffer_seconds=0), base / "bot.log"
+            )
+            try:
+                loadgen.call("reset", 10)
+                cpu0 = cpu_seconds(bot.pid)
+                lg0 = cpu_seconds(loadgen.pid)
+                r = loadgen.call(
+                    "turns",
+                    600,
+                    url=url + "/hook",
+                    users=USERS,
+                    rounds=rounds,
+                    think_seconds=think,
+                    timeout=30,
+                )
+                turns = max(1, r["all"]["turns"])
+                r["bot_cpu_ms_per_turn"] = round((cpu_seconds(bot.pid) - cpu0) / turns * 1e3, 2)
+                r["load_cpu_ms_per_turn"] = round((cpu_seconds(loadgen.pid) - lg0) / turns * 1e3, 2)
+                r["load"] = name
+                r["think_seconds"] = think
+                r.pop("event", None)
+                r.pop("cmd", None)
+                rows.append(r)
+            finally:
+                bot.stop(60)
+    finally:
+        loadgen.close()
+        cleanup(base)
+    gentle = rows[0]["steady"]["overhead"]
+    result = {
+        "quick": quick,
+        "users": USERS,
+        "runs": rows,
+        "target": {
+            "p99_ms": 20,
+            "measured_p99_ms": gentle["p99_ms"],
+            "load": "gentle, steady-state turns",
+            "met": gentle["p99_ms"] <= 20,
+        },
+    }
+    write_result("overhead", result)
+    table = []
+    for r in rows:
+        for phase in ("first_turn", "steady"):
+            s = r[phase]
+            table.append(
+                [
+                    r["load"],
+                    phase,
+                    s["turns"],
+                    r["turns_per_second"],
+                    s["overhead"]["p50_ms"],
+                    s["overhead"]["p99_ms"],
+                    s["inside_fakes"]["p50_ms"],
+                    s["ack"]["p50_ms"],
+                    r["bot_cpu_ms_per_turn"],
+                    r["missing"],
+                ]
+            )
+    print_table(
+        f"Turn overhead, {USERS} concurrent users, buffer 0, fakes at zero latency (ms)",
+        [
+            "load",
+            "turns",
+            "n",
+            "turns/s",
+            "ovh p50",
+            "ovh p99",
+            "fakes p50",
+            "ack p50",
+            "bot cpu/turn",
+            "missing",
+        ],
+        table,
+    )
+    print(
+        f"overhead p99 <= 20 ms (gentle, steady): {verdict(result['target']['met'])} "
+        f"({gentle['p99_ms']} ms)"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    run("--quick" in sys.argv)
