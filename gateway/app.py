@@ -86,8 +86,8 @@ def create_app(service: Service) -> QuartTrio:
         store = service.store
         checks = {
             "draining": service.draining,
-            "store_healthy": bool(store and store.healthy),
-            "supervisor_running": bool(service.supervisor and service.supervisor.running),
+            "store_healthy": store is not None and store.healthy,
+            "supervisor_running": service.supervisor is not None and service.supervisor.running,
         }
         ready = service.ready
         return _json({"ready": ready, **checks}, 200 if ready else 503)
@@ -97,7 +97,7 @@ def create_app(service: Service) -> QuartTrio:
         """The original bot's fields, plus ours."""
         store = service.store
         supervisor = service.supervisor
-        stats = store.stats() if store else None
+        stats = store.stats() if store is not None else None
         body = {
             "status": "healthy"
             if service.ready
@@ -107,14 +107,14 @@ def create_app(service: Service) -> QuartTrio:
             "initialized": service.gateway is not None,
             "activeBuffers": sum(
                 1
-                for cell in (supervisor.cells() if supervisor else [])
+                for cell in (supervisor.cells() if supervisor is not None else [])
                 if cell.phase == "buffering"
             ),
             "threadStats": {
                 "totalThreads": stats.records if stats else 0,
-                "activeThreads": len(supervisor) if supervisor else 0,
+                "activeThreads": len(supervisor) if supervisor is not None else 0,
             },
-            "liveActors": len(supervisor) if supervisor else 0,
+            "liveActors": len(supervisor) if supervisor is not None else 0,
             "inboxPending": stats.pending if stats else 0,
         }
         return _json(body)
@@ -142,7 +142,7 @@ def create_app(service: Service) -> QuartTrio:
         if (denied := admin_denied()) is not None:
             return denied
         supervisor = service.supervisor
-        cells = supervisor.cells() if supervisor else []
+        cells = supervisor.cells() if supervisor is not None else []
         now = trio.current_time()
         phases: dict[str, int] = {}
         for cell in cells:
@@ -171,7 +171,7 @@ def create_app(service: Service) -> QuartTrio:
         if (denied := admin_denied()) is not None:
             return denied
         include_text = request.args.get("text") in {"1", "true", "yes"}
-        cell = service.supervisor.cell(user) if service.supervisor else None
+        cell = service.supervisor.cell(user) if service.supervisor is not None else None
         if cell is not None and cell.behavior is not None:
             info = cell.behavior.inspect(include_text=include_text)
             info.update(
@@ -182,7 +182,7 @@ def create_app(service: Service) -> QuartTrio:
                 idle_seconds=round(trio.current_time() - cell.last_active, 3),
             )
             return _json(info)
-        record = service.store.get(user) if service.store else None
+        record = service.store.get(user) if service.store is not None else None
         if record is None:
             return _json({"error": "unknown user"}, 404)
         return _json(

@@ -2,26 +2,39 @@
 
     hypercorn --config hypercorn.toml gateway.asgi:app
 
-Hypercorn's master process catches SIGTERM; the worker stops accepting, lets in-flight
-requests finish (``graceful_timeout``), then runs the lifespan shutdown, where
-``after_serving`` drains wabot: in-flight turns finish within ``WABOT_DRAIN_SECONDS``, actors
-stop, the store flushes. quart-trio cancels its background nursery once ``after_serving``
-returns (and after ``BACKGROUND_TASK_SHUTDOWN_TIMEOUT``), so that timeout is set past the
-drain budget and ``after_serving`` waits until the service has fully closed.
+wabot's runtime (store, actors, clients) lives in one task of quart-trio's background
+nursery, started in ``before_serving`` and closed in ``after_serving``. Two traps are handled:
+
+- quart-trio cancels that nursery ``BACKGROUND_TASK_SHUTDOWN_TIMEOUT`` after the lifespan
+  shutdown starts (and at once if the timeout is None), so the timeout is set past the drain
+  budget and ``after_serving`` returns only once the service has fully closed (the store's
+  final snapshot is on disk).
+- hypercorn's own shutdown closes the listener first, gives open requests
+  ``graceful_timeout``, and only then runs the lifespan shutdown: a drain started there would
+  come late, with no 503 in between. So wabot handles SIGTERM itself: readiness and webhooks
+  answer 503 at once, in-flight turns finish within ``WABOT_DRAIN_SECONDS``, and only then is
+  hypercorn asked to stop (its Ctrl-C path in a single-process server, its master's SIGTERM
+  when it runs workers), after which the lifespan shutdown flushes the store.
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
+import signal
 from functools import partial
 
 import attrs
+import trio
 from quart_trio import QuartTrio
 
 from actors.settings import Settings, SettingsError
 from gateway import logs
 from gateway.app import create_app
 from gateway.service import Service
+
+log = logging.getLogger("gateway.asgi")
 
 
 def create_asgi_app() -> QuartTrio:
@@ -30,19 +43,12 @@ def create_asgi_app() -> QuartTrio:
         raise SettingsError(
             f"WABOT_ENV=production but {', '.join(settings.missing_credentials())} not set"
         )
+    if settings.production and not settings.webhook_secret:
+        raise SettingsError("WABOT_ENV=production requires WABOT_WEBHOOK_SECRET")
     logs.configure(
         production=settings.production,
-        level=os.environ.get("WABOT_LOG_LEVEL", "INFO"),
-        secrets=[
-            s
-            for s in (
-                settings.whapi_token,
-                settings.openai_api_key,
-                settings.webhook_secret,
-                settings.admin_token,
-            )
-            if s
-        ],
+        level=settings.log_level,
+        secrets=logs.secrets_of(settings),
     )
     service = Service(settings)
     app = create_app(service)
@@ -50,10 +56,24 @@ def create_asgi_app() -> QuartTrio:
 
     @app.before_serving
     async def start_service() -> None:
+        await app.nursery.start(run_service, service)
+
+    @app.after_serving
+    async def stop_service() -> None:
+        await service.drain()
+        service.stop()
+        await service.finished.wait()
+
+    return app
+
+
+async def run_service(service: Service, *, task_status: trio.TaskStatus[None]) -> None:
+    """The service (and the sandbox fakes, without credentials) until the service closes."""
+    async with trio.open_nursery() as nursery:
         if service.settings.sandbox:
             from sandbox.run import run_sandbox
 
-            sandbox = await app.nursery.start(
+            sandbox = await nursery.start(
                 partial(run_sandbox, whapi_token="sandbox-whapi", openai_key="sandbox-openai")
             )
             service.settings = attrs.evolve(
@@ -63,15 +83,59 @@ def create_asgi_app() -> QuartTrio:
                 whapi_api_url=sandbox.whapi_url,
                 openai_base_url=sandbox.openai_url,
             )
-        await app.nursery.start(service.run)
+        await nursery.start(service.run)
+        nursery.start_soon(drain_on_sigterm, service)
+        task_status.started()
+        await service.finished.wait()
+        nursery.cancel_scope.cancel()  # the sandbox and the signal watcher
 
-    @app.after_serving
-    async def stop_service() -> None:
-        await service.drain()
+
+async def drain_on_sigterm(service: Service) -> None:
+    """On SIGTERM: drain while the listener still answers 503, then stop hypercorn."""
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _signum in signals:
+            if service.draining:
+                # Consumed, not left queued: trio re-raises queued signals when the receiver
+                # closes, and that would kill the process in the middle of its drain.
+                log.info("received SIGTERM again; already draining")
+                continue
+            log.info("received SIGTERM")
+            await service.drain()
+            await _stop_hypercorn(service)
+
+
+async def _stop_hypercorn(service: Service) -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        # A worker under hypercorn's master: the master stops every worker (its own SIGTERM
+        # path; harmless if it got the signal too).
+        os.kill(parent.pid, signal.SIGTERM)
+    elif _trio_handles_sigint():
+        _interrupt_main_task()
+    else:
+        # SIGINT is ignored (a background job): no way to ask hypercorn to stop, so close
+        # everything durable ourselves and leave.
+        log.warning("SIGINT is ignored in this process: exiting after the store flush")
         service.stop()
         await service.finished.wait()
+        logging.shutdown()
+        os._exit(0)
 
-    return app
+
+def _trio_handles_sigint() -> bool:
+    return signal.getsignal(signal.SIGINT) not in {
+        signal.SIG_IGN,
+        signal.SIG_DFL,
+        signal.default_int_handler,
+        None,
+    }
+
+
+@trio.lowlevel.enable_ki_protection
+def _interrupt_main_task() -> None:
+    # KI-protected, so trio delivers the KeyboardInterrupt to the main task (hypercorn's
+    # serve loop, which turns it into its graceful shutdown) rather than raising it here.
+    signal.raise_signal(signal.SIGINT)
 
 
 app = create_asgi_app()

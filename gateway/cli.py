@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import trio
@@ -45,17 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(
         production=settings.production,
-        level=os.environ.get("WABOT_LOG_LEVEL", "INFO"),
-        secrets=[
-            s
-            for s in (
-                settings.whapi_token,
-                settings.openai_api_key,
-                settings.webhook_secret,
-                settings.admin_token,
-            )
-            if s
-        ],
+        level=settings.log_level,
+        secrets=logs.secrets_of(settings),
     )
     if args.command == "serve":
         return serve(settings)
@@ -80,31 +71,48 @@ def serve(settings: Settings) -> int:
     from gateway.server import run_server
     from store import DataDirLocked, StoreCorrupt
 
+    async def watch(signals: AsyncIterator[int], stop: trio.Event) -> None:
+        # Every signal is consumed, not only the first: trio re-raises the ones still queued
+        # when the receiver closes, and a second SIGTERM (``make`` forwards the one its
+        # process group got) would then kill a server that drained cleanly.
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if stop.is_set():
+                log.info("received %s again; already draining", name)
+            else:
+                log.info("received %s", name)
+                stop.set()
+
     async def main_task() -> None:
         stop = trio.Event()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(
-                    lambda task_status: run_server(settings, stop=stop, task_status=task_status)
-                )
+                nursery.start_soon(watch, signals, stop)
+                await run_server(settings, stop=stop)
+                nursery.cancel_scope.cancel()
 
-                async def watch() -> None:
-                    async for signum in signals:
-                        log.info("received %s", signal.Signals(signum).name)
-                        stop.set()
-                        return
-
-                nursery.start_soon(watch)
-                await stop.wait()
-
+    refused: list[BaseException] = []
     try:
         trio.run(main_task)
     except* (DataDirLocked, StoreCorrupt) as group:
-        for exc in group.exceptions:
+        # ``return`` is not allowed inside ``except*``: collect, then answer below.
+        refused.extend(_leaves(group))
+    finally:
+        # Drained and closed: a late signal must not turn exit 0 into death by signal.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
+    if refused:
+        for exc in refused:
             print(f"wabot: {exc}", file=sys.stderr)
         return 2
     log.info("stopped cleanly")
     return 0
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 def say_command(settings: Settings, user: str, text: str, timeout: float) -> int:

@@ -2,8 +2,10 @@
 
 Counters that live on their owners (gateway, supervisor, store, watchdog) are collected when
 Prometheus scrapes, so the hot paths do no metric work for them; latencies and outcomes that
-must be observed as they happen come from ``actors.telemetry``. Per-actor figures (phases,
-mailbox depth) are a walk over the live actors at scrape time.
+must be observed as they happen come from ``actors.telemetry`` (turns, model latency, sends,
+tool calls, and the durable inbox's commit latency, observed by the service). Per-actor
+figures (phases, mailbox depth) are a walk over the live actors at scrape time; the sizes of
+the bounded shared structures (registry, dedupe window, chat-info cache) are exported too.
 """
 
 from __future__ import annotations
@@ -114,6 +116,25 @@ class ServiceCollector(Collector):
             yield CounterMetricFamily(
                 "wabot_store_commits", "Group commits (fsyncs)", value=stats.commits
             )
+            yield CounterMetricFamily(
+                "wabot_store_compactions",
+                "Snapshots written by compaction",
+                value=stats.compactions,
+            )
+            yield GaugeMetricFamily(
+                "wabot_store_last_commit_seconds",
+                "Duration of the latest group commit (write + fsync)",
+                value=stats.last_commit_seconds,
+            )
+
+        deps = service.deps
+        chat_info = getattr(deps, "chat_info", None)
+        if chat_info is not None:
+            yield GaugeMetricFamily(
+                "wabot_chat_info_cache_entries",
+                "Chats in the chat-info cache",
+                value=len(chat_info),
+            )
 
         yield GaugeMetricFamily("wabot_rss_bytes", "Resident set size", value=rss_bytes())
         watchdog = service.watchdog
@@ -126,5 +147,10 @@ class ServiceCollector(Collector):
             "wabot_memory_passivations",
             "Actors passivated by the memory watchdog",
             value=watchdog.passivated,
+        )
+        yield GaugeMetricFamily(
+            "wabot_memory_pressure",
+            "0 under the soft memory limit, 1 over it, 2 over the hard limit",
+            value=watchdog.level,
         )
         yield GaugeMetricFamily("wabot_draining", "1 while draining", value=int(service.draining))

@@ -24,6 +24,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from actors.settings import Settings
 from gateway.app import SECRET_HEADER, create_app
 from gateway.service import BehaviorWrapper, Service
+from store.fileio import FileIO
 
 log = logging.getLogger("gateway.server")
 
@@ -65,6 +66,7 @@ async def run_server(
     *,
     stop: trio.Event,
     wrap_behavior: BehaviorWrapper | None = None,
+    file_io: FileIO | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stop`` is set, then drain and return."""
@@ -87,7 +89,7 @@ async def run_server(
                 openai_base_url=sandbox.openai_url,
             )
         async with trio.open_nursery() as inner:
-            service = Service(settings, wrap_behavior=wrap_behavior)
+            service = Service(settings, wrap_behavior=wrap_behavior, file_io=file_io)
             await inner.start(service.run)
             http_stop = trio.Event()
             binds = await inner.start(

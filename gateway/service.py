@@ -11,11 +11,13 @@ the clients close, and the store flushes and writes its final snapshot on the wa
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import trio
+from prometheus_client import Histogram
 
 from actors.deps import open_user_deps
 from actors.runtime import Behavior, Cell, RuntimeConfig, Supervisor
@@ -26,14 +28,15 @@ from gateway.gateway import Gateway
 from gateway.metrics import ServiceCollector
 from gateway.parse import parse_message
 from gateway.watchdog import MemoryWatchdog
-from store import Store, StoreConfig, open_store
+from store import InboxEntry, InboxStatus, Store, StoreConfig, open_store
+from store.fileio import FileIO
 
 log = logging.getLogger("gateway.service")
 
 BehaviorWrapper = Callable[[str, Cell, Behavior], Behavior]
 
 
-def store_config(settings: Settings) -> StoreConfig:
+def store_config(settings: Settings, io: FileIO | None = None) -> StoreConfig:
     return StoreConfig(
         data_dir=settings.data_dir,
         journal_max_bytes=int(settings.journal_max_mb * 2**20),
@@ -41,6 +44,8 @@ def store_config(settings: Settings) -> StoreConfig:
         backups_hourly=settings.backups_hourly,
         backups_daily=settings.backups_daily,
         retention_days=settings.retention_days,
+        recovery_retry_seconds=settings.store_recovery_seconds,
+        io=io or FileIO(),
     )
 
 
@@ -60,9 +65,17 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
 class Service:
     """wabot's runtime, independent of how it is served (``wabot serve`` or hypercorn)."""
 
-    def __init__(self, settings: Settings, *, wrap_behavior: BehaviorWrapper | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        wrap_behavior: BehaviorWrapper | None = None,
+        file_io: FileIO | None = None,
+    ) -> None:
         self.settings = settings
         self.wrap_behavior = wrap_behavior
+        #: The store's file operations; tests pass one that injects faults.
+        self.file_io = file_io
         self.store: Store | None = None
         self.deps: UserDeps | None = None
         self.supervisor: Supervisor | None = None
@@ -80,6 +93,7 @@ class Service:
         self.telemetry.registry.register(ServiceCollector(self))
         self._draining = False
         self._drain_deadline: float | None = None
+        self._drain_started = False
         self._stop = trio.Event()
         self._drained = trio.Event()
         #: Set when ``run`` has closed everything (the store's final snapshot is on disk).
@@ -111,7 +125,7 @@ class Service:
     async def _open_and_run(self, task_status: Any) -> None:
         settings = self.settings
         async with (
-            open_store(store_config(settings)) as store,
+            open_store(store_config(settings, self.file_io)) as store,
             open_user_deps(
                 settings,
                 store,
@@ -132,7 +146,8 @@ class Service:
             await nursery.start(supervisor.run)
             nursery.start_soon(self.watchdog.run)
             self.store, self.supervisor = store, supervisor
-            self.gateway = Gateway(self.settings, store, supervisor)
+            inbox = cast(Store, _TimedInbox(store, self.telemetry.store_commit_seconds))
+            self.gateway = Gateway(self.settings, inbox, supervisor)
             self.gateway.recover()
             self.started_at = trio.current_time()
             task_status.started(self)
@@ -155,14 +170,41 @@ class Service:
             )
 
     async def drain(self) -> None:
-        """Let in-flight turns finish (within the budget) and stop every actor cooperatively."""
+        """Let in-flight turns finish (within the budget) and stop every actor cooperatively.
+
+        Safe to call from several places at once (a signal handler and a lifespan shutdown):
+        the first call drains, the others wait for it.
+        """
         self.begin_drain()
-        if self.supervisor is not None and not self._drained.is_set():
-            assert self._drain_deadline is not None
-            await self.supervisor.drain(self._drain_deadline)
-        self._drained.set()
+        if self._drain_started:
+            await self._drained.wait()
+            return
+        self._drain_started = True
+        try:
+            if self.supervisor is not None:
+                assert self._drain_deadline is not None
+                await self.supervisor.drain(self._drain_deadline)
+        finally:
+            self._drained.set()
 
     def stop(self) -> None:
         """Drain, then close everything (``run`` returns)."""
         self.begin_drain()
         self._stop.set()
+
+
+class _TimedInbox:
+    """The store as the gateway sees it, timing each durable-inbox commit for ``/metrics``."""
+
+    def __init__(self, store: Store, histogram: Histogram) -> None:
+        self._store = store
+        self._histogram = histogram
+
+    async def inbox_add(self, entries: Sequence[InboxEntry]) -> list[InboxStatus]:
+        started = time.perf_counter()
+        statuses = await self._store.inbox_add(entries)
+        self._histogram.observe(time.perf_counter() - started)
+        return statuses
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
