@@ -80,6 +80,8 @@ class Settings:
     dedupe_window_seconds: float = 3600.0
     echo_ids_size: int = 256
     drain_seconds: float = 25.0
+    #: How long marking answered messages done is retried while the store recovers.
+    settle_retry_seconds: float = 120.0
     # Store (see store/config.py for what each one does).
     retention_days: float = 180.0
     dedupe_days: float = 7.0
@@ -328,6 +330,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_DEDUPE_WINDOW_SECONDS", "dedupe_window_seconds", _positive_seconds),
     ("WABOT_ECHO_IDS_SIZE", "echo_ids_size", _count),
     ("WABOT_DRAIN_SECONDS", "drain_seconds", _seconds),
+    ("WABOT_SETTLE_RETRY_SECONDS", "settle_retry_seconds", _seconds),
     ("WABOT_RETENTION_DAYS", "retention_days", _positive_seconds),
     ("WABOT_DEDUPE_DAYS", "dedupe_days", _positive_seconds),
     ("WABOT_BACKUPS_HOURLY", "backups_hourly", _number(int, minimum=0)),

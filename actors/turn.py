@@ -31,7 +31,7 @@ from actors.replies import split_parts, to_whatsapp, typing_time
 from actors.tools import ToolContext
 from actors.validation import ToolOutput
 from actors.voice import AudioError, speakable
-from store import UserRecord
+from store import StoreUnavailable, UserRecord
 from store.records import utcnow
 
 if TYPE_CHECKING:
@@ -85,11 +85,15 @@ class TurnRunner:
             indicator.cancel_scope.cancel()
         now = utcnow()
         assert actor.record is not None
-        await actor.save(
-            attrs.evolve(
-                actor.record, last_activity=now, last_turn_at=now, user_name=last.user_name
-            )
+        updated = attrs.evolve(
+            actor.record, last_activity=now, last_turn_at=now, user_name=last.user_name
         )
+        try:
+            await actor.save(updated)
+        except StoreUnavailable as exc:
+            # The customer has the answer: an apology now would be wrong. The actor keeps the
+            # updated view, and its next successful save carries it.
+            log.warning("reply sent but the record could not be saved: %s", exc)
 
     def _after_reset(self, record: UserRecord) -> list[InboundMessage] | None:
         """The messages after the last reset keyword; None when the batch was only a reset."""

@@ -43,7 +43,7 @@ from actors.turn import TurnRunner, session_expired
 from actors.validation import Validator
 from actors.voice import AudioShelf, OpenAIAudio, Synthesizer
 from actors.whapi import WhapiClient, WhapiError
-from store import Store, UserRecord
+from store import Store, StoreUnavailable, UserRecord
 from store.records import utcnow
 
 log = logging.getLogger("actors.user")
@@ -446,27 +446,26 @@ class UserActor:
         self._nursery.start_soon(self._run_turn, batch, self.turn)
 
     async def _run_turn(self, batch: list[InboundMessage], turn: TurnState) -> None:
-        outcome = "replied"
-        chat_id = batch[-1].chat_id
-        try:
-            with bind(turn=turn.turn_id):
+        with bind(turn=turn.turn_id):
+            outcome = "replied"
+            try:
                 async with self.deps.turn_slots:
                     turn.started_at = trio.current_time()
                     with trio.fail_after(self.settings.turn_timeout_seconds):
                         await TurnRunner(self, batch, turn).run()
-        except Exception as exc:
-            outcome = "fallback"
-            log.error("turn %s failed: %r", turn.turn_id, exc, exc_info=not _expected(exc))
-            turn.stage = "replying"
-            if not await self._send_fallback(chat_id):
-                outcome = "failed"
-        finally:
-            self.deps.telemetry.turns.labels(outcome).inc()
-            self.deps.telemetry.turn_seconds.observe(trio.current_time() - turn.started_at)
-            await self._settle(turn.message_ids, outcome)
-            self.turn = None
-            if self._wake is not None:
-                self._wake.cancel()  # re-evaluate: a buffer may have become due mid-turn
+            except Exception as exc:
+                outcome = "fallback"
+                log.error("turn %s failed: %r", turn.turn_id, exc, exc_info=not _expected(exc))
+                turn.stage = "replying"
+                if not await self._send_fallback(batch[-1].chat_id):
+                    outcome = "failed"
+            finally:
+                self.deps.telemetry.turns.labels(outcome).inc()
+                self.deps.telemetry.turn_seconds.observe(trio.current_time() - turn.started_at)
+                await self._settle(turn.message_ids, outcome)
+                self.turn = None
+                if self._wake is not None:
+                    self._wake.cancel()  # re-evaluate: a buffer may have become due mid-turn
 
     # -- what the turn asks of its actor ---------------------------------------------------------
 
@@ -530,18 +529,39 @@ class UserActor:
         log.error("user %s: the fallback send timed out", self.key)
         return False
 
-    async def _settle(
-        self, message_ids: list[str], outcome: str, *, background: bool = True
-    ) -> None:
-        """Mark messages done in the durable inbox (shielded: a drain must not strand it)."""
-        try:
-            for message_id in message_ids:
-                self._handled.add(message_id)
-            with trio.move_on_after(self.settings.whapi_timeout_seconds) as scope:
-                scope.shield = True
+    async def _settle(self, message_ids: list[str], outcome: str) -> None:
+        """Mark messages done in the durable inbox (shielded: a drain must not strand it).
+
+        If the store cannot write now, the marks are retried in the background while the
+        store recovers; until then the messages stay pending (a restart would answer them
+        again, which is the price of never losing one).
+        """
+        for message_id in message_ids:
+            self._handled.add(message_id)
+        if not await self._try_settle(message_ids, outcome) and self._nursery is not None:
+            self._in_background(self._settle_later(message_ids, outcome))
+
+    async def _try_settle(self, message_ids: list[str], outcome: str) -> bool:
+        with trio.move_on_after(self.settings.whapi_timeout_seconds) as scope:
+            scope.shield = True
+            try:
                 await self.deps.store.inbox_done(message_ids, outcome)
-        except Exception as exc:
-            log.error("user %s: could not mark messages done: %r", self.key, exc)
+                return True
+            except StoreUnavailable as exc:
+                log.warning("user %s: could not mark messages done yet: %s", self.key, exc)
+        return False
+
+    async def _settle_later(self, message_ids: list[str], outcome: str) -> None:
+        delay = 1.0
+        with trio.move_on_after(self.settings.settle_retry_seconds):
+            while True:
+                await trio.sleep(delay)
+                if await self._try_settle(message_ids, outcome):
+                    return
+                delay = min(delay * 2, 10.0)
+        log.error(
+            "user %s: %d messages stay pending (store unavailable)", self.key, len(message_ids)
+        )
 
     async def keep_typing(self, chat_id: str, presence: str) -> None:
         await trio.sleep(self.settings.typing_delay_seconds)

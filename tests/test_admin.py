@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
 from actors.settings import Settings
@@ -242,11 +241,6 @@ async def test_journal_write_failure_answers_503_and_loses_nothing(tmp_path: Pat
             assert counts.get("store_unavailable") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="actors/turn.py: a store failure after the reply was sent makes the turn send the "
-    "fallback too, so the customer gets an answer and then an apology (lead's file)",
-)
 async def test_store_failure_after_the_reply_sends_no_fallback(tmp_path: Path) -> None:
     io = FlakyIO()
     async with open_fakes() as fakes:
