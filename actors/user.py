@@ -20,6 +20,7 @@ nothing acknowledged is lost. Ids already buffered or answered are ignored (dedu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import OrderedDict
@@ -400,6 +401,11 @@ class UserActor:
                 }
             ]
         )
+        if self.record is not None:
+            # lastActivity moves on every customer message, answered or not (the original
+            # forgot this and then purged active customers as inactive).
+            with contextlib.suppress(StoreUnavailable):
+                await self.save(attrs.evolve(self.record, last_activity=utcnow()))
         await self._settle([m.message_id for m in messages], "dropped:paused")
 
     async def _add_to_conversation(self, items: list[dict[str, Any]]) -> None:
