@@ -251,9 +251,12 @@ async def test_agent_message_pauses_the_bot_and_reaches_the_conversation(tmp_pat
         agent = payloads.agent_message(USER, "Hola Ana, soy Carlos. Te ayudo yo.")
         await bot.post(payloads.webhook([agent]))
         await wait_until(lambda: bot.service.store.get(USER).paused_until is not None)
+        before = bot.service.store.get(USER).last_activity
         await bot.post(payloads.webhook([payloads.text_message(USER, "gracias Carlos")]))
         await trio.sleep(0.6)
         assert len(fakes.whapi.sent_to(CHAT)) == 1  # the bot stayed out
+        # ...but the customer's activity is recorded (retention must not purge them).
+        assert bot.service.store.get(USER).last_activity > before
         conversation = bot.service.store.get(USER).conversation_id
         await wait_until(lambda: len(fakes.openai.conversations[conversation]) >= 4)
         texts = json.dumps(fakes.openai.conversations[conversation], ensure_ascii=False)
