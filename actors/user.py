@@ -294,21 +294,22 @@ class UserActor:
         settings = self.settings
         if not buffer.messages:
             buffer.first_at = now
-        if len(buffer) >= settings.max_buffered or buffer.chars >= settings.max_buffered_chars:
-            room = settings.max_buffered_chars - buffer.chars
-            if room <= 0:
-                self._drop_flood(message)
-                return
+        room = settings.max_buffered_chars - buffer.chars
+        if room <= 0:
+            self._drop_flood(message)
+            return
+        text = message.text[:room]  # the character cap holds for one huge message too
+        if len(buffer) >= settings.max_buffered:
             last = buffer.messages[-1]
-            merged = attrs.evolve(last, text=f"{last.text}\n{message.text[:room]}")
-            buffer.messages[-1] = merged
-            buffer.chars += min(room, len(message.text)) + 1
-            # The merged id rides along in ``ids`` so it is marked done with the turn.
-            buffer.ids.add(message.message_id)
+            buffer.messages[-1] = attrs.evolve(last, text=f"{last.text}\n{text}")
+            buffer.chars += len(text) + 1
         else:
-            buffer.messages.append(message)
-            buffer.ids.add(message.message_id)
-            buffer.chars += len(message.text)
+            buffer.messages.append(
+                message if text == message.text else attrs.evolve(message, text=text)
+            )
+            buffer.chars += len(text)
+        # A merged id rides along in ``ids`` so it is marked done with the turn.
+        buffer.ids.add(message.message_id)
         buffer.last_at = now
         buffer.last_voice = message.is_voice
         self.typing_status = None

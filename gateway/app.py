@@ -49,6 +49,8 @@ def create_app(service: Service) -> QuartTrio:
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
     app.extensions["wabot"] = service
+    # '/audio//etc/passwd' must be a plain 404, not a redirect to a merged path.
+    app.url_map.merge_slashes = False
 
     @app.post("/hook")
     async def hook() -> Response:
