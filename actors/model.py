@@ -4,7 +4,10 @@ The SDK's own retries are off (``max_retries=0``): it sends no idempotency key, 
 retry of a ``responses.create`` that succeeded server-side would append the turn twice. Our
 retry is safe instead: after an ambiguous failure (timeout, 5xx, dropped connection,
 ``conversation_locked``) it first reads the conversation's newest items, and if our input is
-already there with an answer after it, that answer is the result.
+already there with an answer after it, that answer is the result. A ``conversation_locked``
+right after an ambiguous failure means our abandoned request is probably still running on
+OpenAI's side: the retry then waits for it (bounded by one more client timeout, without using
+up an attempt) and recovers its answer, instead of failing the turn or running it twice.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
-from typing import Any
+import random
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import attrs
 import httpx2
@@ -22,6 +26,7 @@ import trio
 
 from actors.retry import Retryable, RetryPolicy, parse_retry_after, retrying
 
+T = TypeVar("T")
 log = logging.getLogger("actors.model")
 
 
@@ -103,7 +108,7 @@ class ModelClient:
                 )
             return conversation.id
 
-        return await retrying(attempt, self._policy, what="conversations.create")
+        return await _as_model_error(retrying(attempt, self._policy, what="conversations.create"))
 
     async def add_items(self, conversation_id: str, items: list[dict[str, Any]]) -> None:
         """Append items (e.g. what a human agent wrote) to a conversation."""
@@ -114,7 +119,7 @@ class ModelClient:
                     self._client.conversations.items.create(conversation_id, items=items)
                 )
 
-        await retrying(attempt, self._policy, what="conversations.items.create")
+        await _as_model_error(retrying(attempt, self._policy, what="conversations.items.create"))
 
     async def respond(
         self,
@@ -141,22 +146,39 @@ class ModelClient:
 
         async def attempt(n: int) -> ModelReply:
             nonlocal ambiguous
-            if ambiguous:
-                recovered = await self._recover(conversation_id, input_items)
-                if recovered is not None:
-                    return recovered
-            try:
-                with trio.fail_after(self._timeout):
-                    response = await _classified(self._client.responses.create(**params))
-            except trio.TooSlowError as exc:
-                ambiguous = True
-                raise Retryable("responses.create timed out") from exc
-            except Retryable:
-                ambiguous = True
-                raise
-            return _reply(response)
+            lock_deadline: float | None = None
+            while True:
+                if ambiguous:
+                    recovered = await self._recover(conversation_id, input_items)
+                    if recovered is not None:
+                        return recovered
+                try:
+                    with trio.fail_after(self._timeout):
+                        response = await _classified(self._client.responses.create(**params))
+                except trio.TooSlowError as exc:
+                    ambiguous = True
+                    raise Retryable("responses.create timed out") from exc
+                except Retryable as exc:
+                    if exc.reason == "conversation_locked" and ambiguous:
+                        # Locked right after an ambiguous failure: most likely our own earlier
+                        # request is still running server-side. Wait for it (bounded by one
+                        # more client timeout) without spending an attempt, then look for its
+                        # answer instead of starting the turn again.
+                        now = trio.current_time()
+                        lock_deadline = lock_deadline or now + self._timeout
+                        if now < lock_deadline:
+                            await trio.sleep(min(lock_deadline - now, self._lock_poll(exc)))
+                            continue
+                    ambiguous = True
+                    raise
+                return _reply(response)
 
-        return await retrying(attempt, self._policy, what="responses.create")
+        return await _as_model_error(retrying(attempt, self._policy, what="responses.create"))
+
+    def _lock_poll(self, exc: Retryable) -> float:
+        """How long to wait before looking again at a locked conversation (with jitter)."""
+        hint = exc.retry_after if exc.retry_after else self._timeout / 10
+        return min(max(hint, 0.05), 2.0) * random.uniform(0.5, 1.0)
 
     async def _recover(
         self, conversation_id: str, input_items: list[dict[str, Any]]
@@ -189,6 +211,14 @@ class ModelClient:
                 return None
             newer.append(data)
         return None
+
+
+async def _as_model_error(awaitable: Awaitable[T]) -> T:
+    """The final failure of a retried call as a ``ModelError`` (the SDK error is its cause)."""
+    try:
+        return await awaitable
+    except openai.OpenAIError as exc:
+        raise ModelError(f"OpenAI failed after retries: {exc.__class__.__name__}: {exc}") from exc
 
 
 async def _classified(awaitable: Any) -> Any:

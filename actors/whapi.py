@@ -5,7 +5,8 @@ retried on 429 (honouring ``Retry-After``), 5xx and network errors with bounded 
 takes no idempotency key, so before re-sending after an *ambiguous* failure (a timeout or a 5xx
 after the request reached Whapi) the client looks at the chat's recent messages and, if the
 text is already there, takes that as sent: a customer never gets the same answer twice because
-of a retry.
+of a retry. After a *timeout* the history is polled for one more client timeout before a
+re-send, so a request Whapi was still holding when the client gave up is found once it lands.
 """
 
 from __future__ import annotations
@@ -96,18 +97,26 @@ class WhapiClient:
     ) -> SentMessage:
         started = time.time()
         ambiguous = False
+        #: The last attempt timed out: Whapi may still be holding it (wait for it to land).
+        in_flight = False
 
         async def attempt(n: int) -> SentMessage:
-            nonlocal ambiguous
+            nonlocal ambiguous, in_flight
             if ambiguous and verify_text is not None:
-                found = await self._find_sent(to, verify_text, since=started - 5)
+                since = started - 5
+                found = await (
+                    self._await_sent(to, verify_text, since=since)
+                    if in_flight
+                    else self._find_sent(to, verify_text, since=since)
+                )
                 if found is not None:
                     log.info("send to %s was delivered despite the error; not re-sending", to)
                     return SentMessage(found, verified_by_history=True)
+            in_flight = False
             try:
                 response = await self._http.post(path, json=payload)
             except httpx.TimeoutException as exc:
-                ambiguous = True
+                ambiguous = in_flight = True
                 raise Retryable(f"timeout on {path}") from exc
             except httpx.TransportError as exc:
                 # Connection refused/reset before a response: Whapi may or may not have it.
@@ -132,6 +141,21 @@ class WhapiClient:
             return await retrying(attempt, self._policy, what=f"POST {path}")
         except httpx.HTTPError as exc:
             raise WhapiError(f"POST {path}: {exc!r}") from exc
+
+    async def _await_sent(self, chat_id: str, text: str, *, since: float) -> str | None:
+        """Look for an ambiguous send in the chat's history for up to one client timeout.
+
+        A request Whapi was still holding when our client gave up may land a moment later;
+        re-sending at once would then deliver the message twice. Polling the history for one
+        more timeout catches that case; only after it is the send repeated.
+        """
+        deadline = trio.current_time() + self._timeout
+        while True:
+            found = await self._find_sent(chat_id, text, since=since)
+            remaining = deadline - trio.current_time()
+            if found is not None or remaining <= 0:
+                return found
+            await trio.sleep(min(remaining, max(self._timeout / 8, 0.05)))
 
     async def _find_sent(self, chat_id: str, text: str, *, since: float) -> str | None:
         try:

@@ -10,10 +10,19 @@ and tests can see why nothing happened. Rules, in order, for each entry of ``mes
 * ``from_me`` from ``mobile``/``web`` (or anything else) is a human agent: ``AgentMessage``;
 * groups (``@g.us``), broadcasts and newsletters are ``group``/``broadcast`` unless allowed;
 * every other type becomes an ``InboundMessage`` with the text it carries (see ``_content``).
+
+Hostile input is expected (see tests/test_fuzz_webhook.py): numbers are used only when finite
+and in range, an unknown ``type`` is counted as ``type:other`` (the reasons stay a small fixed
+set), and every message is made *journal-safe* before anything reads it: lone UTF-16
+surrogates become U+FFFD, non-finite numbers become ``null`` and nesting deeper than
+``MAX_DEPTH`` makes the entry ``malformed``, so the store can always encode what the gateway
+journals and the model client can always encode what the actor sends.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from typing import Any
 
@@ -22,9 +31,39 @@ import attrs
 from actors.events import AgentMessage, InboundMessage, MediaRef, Presence
 
 _DIGITS = re.compile(r"^\d{5,20}$")
+#: A one-to-one chat the bot can answer: phone digits (or a LID) at a WhatsApp user domain.
+_DIRECT_CHAT = re.compile(r"^\d{5,20}@(s\.whatsapp\.net|c\.us|lid)$")
 _NAME_JUNK = re.compile(r"[^\w\s\u00C0-\u024F\u1E00-\u1EFF'.-]")
 PRESENCE_STATUSES = frozenset({"online", "offline", "typing", "recording", "pending", "paused"})
 _MEDIA_KINDS = ("image", "video", "gif", "audio", "voice", "document", "sticker", "short")
+_IGNORED_KINDS = frozenset(
+    {"system", "call", "action", "revoked", "hsm", "unknown", "e2e_notification"}
+)
+#: Whapi message types this parser knows; any other counts as ``type:other``.
+KNOWN_KINDS = frozenset(
+    {
+        "text",
+        "link_preview",
+        "location",
+        "live_location",
+        "contact",
+        "contact_list",
+        "reply",
+        "interactive",
+        "poll",
+        "product",
+        "group_invite",
+        "reaction",
+        "story",
+        "order",
+        *_MEDIA_KINDS,
+        *_IGNORED_KINDS,
+    }
+)
+#: Deepest nesting accepted inside one message (Whapi's own objects are a few levels deep).
+MAX_DEPTH = 32
+_MAX_ID = 200
+_MAX_KIND = 40
 
 
 @attrs.define
@@ -96,12 +135,73 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _finite(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (bools, NaN, 1e400, 10**400)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def journal_safe(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """``raw`` if the store can journal it as is, else a repaired copy; None if too deep."""
+    try:
+        json.dumps(raw, ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, UnicodeEncodeError, RecursionError):
+        pass
+    else:
+        return raw if _depth_ok(raw, MAX_DEPTH) else None
+    try:
+        repaired = _repair(raw, MAX_DEPTH)
+    except _TooDeep:
+        return None
+    return repaired if isinstance(repaired, dict) else None
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _depth_ok(value: Any, budget: int) -> bool:
+    if isinstance(value, dict):
+        return budget > 0 and all(_depth_ok(v, budget - 1) for v in value.values())
+    if isinstance(value, list):
+        return budget > 0 and all(_depth_ok(v, budget - 1) for v in value)
+    return True
+
+
+def _repair(value: Any, budget: int) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict | list) and budget <= 0:
+        raise _TooDeep
+    if isinstance(value, dict):
+        return {_repair(k, budget): _repair(v, budget - 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_repair(v, budget - 1) for v in value]
+    return value
+
+
 def _parse_message(raw: Any, parsed: ParsedWebhook, *, allow_groups: bool) -> None:
-    if not isinstance(raw, dict):
+    safe = journal_safe(raw) if isinstance(raw, dict) else None
+    if safe is None:
         parsed.ignore("malformed")
         return
+    raw = safe
     message_id, chat_id, kind = _str(raw.get("id")), _str(raw.get("chat_id")), _str(raw.get("type"))
-    if not message_id or not chat_id or not kind or len(message_id) > 200 or len(chat_id) > 200:
+    if (
+        not message_id
+        or not chat_id
+        or not kind
+        or len(message_id) > _MAX_ID
+        or len(chat_id) > _MAX_ID
+        or len(kind) > _MAX_KIND
+    ):
         parsed.ignore("malformed")
         return
     domain = chat_id.partition("@")[2]
@@ -111,8 +211,10 @@ def _parse_message(raw: Any, parsed: ParsedWebhook, *, allow_groups: bool) -> No
     if domain in {"broadcast", "newsletter"} or chat_id.startswith("status@"):
         parsed.ignore("broadcast")
         return
-    timestamp = raw.get("timestamp")
-    ts = float(timestamp) if isinstance(timestamp, int | float) else 0.0
+    if domain != "g.us" and not _DIRECT_CHAT.match(chat_id):
+        parsed.ignore("malformed")  # nothing could ever be sent back to it
+        return
+    ts = _finite(raw.get("timestamp")) or 0.0
 
     if raw.get("from_me") is True:
         source = _str(raw.get("source")) or "unknown"
@@ -142,12 +244,12 @@ def _parse_message(raw: Any, parsed: ParsedWebhook, *, allow_groups: bool) -> No
     if not _DIGITS.match(user_id):
         parsed.ignore("malformed")
         return
-    if kind in {"system", "call", "action", "revoked", "hsm", "unknown", "e2e_notification"}:
+    if kind in _IGNORED_KINDS:
         parsed.ignore(f"type:{kind}")
         return
     text = _content(raw, kind)
     if text is None:
-        parsed.ignore(f"type:{kind}")
+        parsed.ignore(f"type:{kind}" if kind in KNOWN_KINDS else "type:other")
         return
     name = clean_name(raw.get("chat_name")) or clean_name(raw.get("from_name")) or user_id
     parsed.messages.append(
@@ -174,17 +276,14 @@ def _media(raw: dict[str, Any], kind: str) -> MediaRef | None:
     if not isinstance(body, dict):
         return None
 
-    def number(key: str) -> float | None:
-        value = body.get(key)
-        return float(value) if isinstance(value, int | float) else None
-
-    size = number("file_size")
+    size = _finite(body.get("file_size"))
+    seconds = _finite(body.get("seconds"))
     return MediaRef(
         media_id=_str(body.get("id")),
         link=_str(body.get("link")),
         mime_type=_str(body.get("mime_type")),
-        file_size=int(size) if size is not None else None,
-        seconds=number("seconds"),
+        file_size=int(size) if size is not None and 0 <= size < 2**53 else None,
+        seconds=seconds if seconds is not None and seconds >= 0 else None,
         filename=_str(body.get("filename")),
     )
 
@@ -219,14 +318,14 @@ def _content(raw: dict[str, Any], kind: str) -> str | None:
         return "[sticker]"
     if kind in {"location", "live_location"}:
         loc = raw.get(kind) if isinstance(raw.get(kind), dict) else {}
-        lat, lng = loc.get("latitude"), loc.get("longitude")
+        lat, lng = _finite(loc.get("latitude")), _finite(loc.get("longitude"))
         where = " ".join(
             str(x) for x in (loc.get("name"), loc.get("address")) if isinstance(x, str) and x
         )
         coords = (
-            f"{lat},{lng}" if isinstance(lat, int | float) and isinstance(lng, int | float) else ""
+            f"{loc['latitude']},{loc['longitude']}" if lat is not None and lng is not None else ""
         )
-        return f"[ubicación] {where} {coords}".strip()
+        return " ".join(part for part in ("[ubicación]", where, coords) if part)
     if kind in {"contact", "contact_list"}:
         contact = raw.get(kind) if isinstance(raw.get(kind), dict) else {}
         name = contact.get("name") if isinstance(contact.get("name"), str) else ""

@@ -1,0 +1,108 @@
+"""Crashes: SIGKILL of a real server process at random moments during traffic, then restart.
+
+Every webhook the bot acknowledged (200) must be answered in the end, by this process or a
+later one (the durable inbox). The only duplicate replies allowed are for a turn whose send
+was in flight when the process died (the send went out, its "done" was not yet journaled):
+each one must have a kill between its two sends, and they are counted and printed.
+Cycles: ``WABOT_CRASH_CYCLES`` (``make crash``), more under ``WABOT_CHAOS=1``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import httpx
+import trio
+
+from sandbox import payloads
+from tests.chaos_helpers import scale
+from tests.harness import OPENAI_KEY, SECRET, WHAPI_TOKEN, open_fakes
+from tests.process import open_bot_process
+
+TAG = re.compile(r"<c\d+-u\d+-m\d+>")
+
+
+async def test_chaos_crash_sigkill_during_traffic_loses_nothing(tmp_path: Path) -> None:
+    cycles = scale(3, 20, env="WABOT_CRASH_CYCLES")
+    users = [f"5730088{n:05d}" for n in range(8)]
+    rng = random.Random(2026)
+    data_dir = tmp_path / "data"
+    acked: set[str] = set()
+    #: (signal sent, exit seen) per kill: a send the fake records in between may still come
+    #: from the dying process.
+    kills: list[tuple[float, float]] = []
+    logs: list[str] = []
+    hook_headers = {"X-Webhook-Secret": SECRET}
+    timings = {"buffer_seconds": 0.2, "max_wait_seconds": 1.0, "drain_seconds": 2.0}
+
+    async with open_fakes() as fakes:
+        for cycle in range(cycles):
+            async with open_bot_process(fakes, data_dir, **timings) as bot:
+
+                async def user(index: int, bot_url: str = bot.url, cycle: int = cycle) -> None:
+                    async with httpx.AsyncClient(timeout=3) as http:
+                        for n in range(1000):
+                            tag = f"<c{cycle}-u{index}-m{n}>"
+                            body = payloads.webhook([payloads.text_message(users[index], tag)])
+                            try:
+                                response = await http.post(
+                                    f"{bot_url}/hook",
+                                    json=body,
+                                    headers=hook_headers,
+                                )
+                            except httpx.HTTPError:
+                                return  # the process is gone: not acknowledged
+                            if response.status_code == 200:
+                                acked.add(tag)
+                            await trio.sleep(rng.uniform(0.02, 0.4))
+
+                async with trio.open_nursery() as traffic:
+                    for index in range(len(users)):
+                        traffic.start_soon(user, index)
+                    await trio.sleep(rng.uniform(0.3, 2.0))
+                    killed_at = trio.current_time()
+                    bot.kill()
+                    assert await bot.wait_exit(10) == -9
+                    kills.append((killed_at, trio.current_time()))
+                logs.append(bot.logs)
+        # A last, clean run answers whatever was acknowledged and not yet answered.
+        async with open_bot_process(fakes, data_dir, **timings) as bot:
+
+            def answered() -> set[str]:
+                return {t for m in fakes.whapi.sent for t in TAG.findall(m.body or "")}
+
+            with trio.move_on_after(30):
+                while not acked <= answered():
+                    await trio.sleep(0.1)
+            missing = acked - answered()
+            assert not missing, f"{len(missing)} acknowledged messages never answered: {missing}"
+            await trio.sleep(0.5)
+            logs.append(bot.logs)
+
+    sends: dict[str, list[float]] = {}
+    for message in fakes.whapi.sent:
+        for tag in TAG.findall(message.body or ""):
+            sends.setdefault(tag, []).append(message.at)
+    duplicated = {tag: times for tag, times in sends.items() if len(times) > 1}
+    for tag, times in duplicated.items():
+        first, *later = sorted(times)
+        # Only a turn in flight at a kill may be answered twice: a kill between the sends.
+        for again in later:
+            detail = [(m.at, m.body) for m in fakes.whapi.sent if tag in (m.body or "")]
+            assert any(first <= dead and killed <= again for killed, dead in kills), (
+                tag,
+                detail,
+                kills,
+            )
+    assert len(duplicated) <= len(kills) * len(users)
+    # Even a SIGKILLed process's output never shows a credential.
+    for text in logs:
+        for secret in (WHAPI_TOKEN, OPENAI_KEY, SECRET):
+            assert secret not in text
+    print(
+        f"\ncrash: {cycles} SIGKILL cycles, {len(acked)} acknowledged messages, all answered; "
+        f"{len(duplicated)} answered twice (turn in flight at a kill), "
+        f"{sum(len(v) - 1 for v in duplicated.values())} duplicate sends"
+    )
