@@ -202,47 +202,36 @@ class WhapiClient:
 
     async def assign_label(self, label_id: str, chat_id: str) -> None:
         """Put a WhatsApp Business label on a chat (``POST /labels/{label}/{chat}``)."""
-        path = f"/labels/{_path_id(label_id)}/{_path_id(chat_id)}"
-
-        async def attempt(n: int) -> None:
-            try:
-                response = await self._http.post(path)
-            except httpx.TransportError as exc:
-                raise Retryable(f"network error on POST {path}: {exc!r}") from exc
-            if response.status_code == 429 or response.status_code >= 500:
-                raise Retryable(
-                    f"HTTP {response.status_code} on POST {path}",
-                    retry_after=parse_retry_after(response.headers.get("retry-after")),
-                ) from WhapiError(_error_text(response), status=response.status_code)
-            if response.status_code >= 400:
-                raise WhapiError(_error_text(response), status=response.status_code)
-
-        try:
-            await retrying(attempt, self._policy, what=f"POST {path}")
-        except httpx.HTTPError as exc:
-            raise WhapiError(f"POST {path}: {exc!r}") from exc
+        await self._idempotent("POST", f"/labels/{_path_id(label_id)}/{_path_id(chat_id)}")
 
     # -- reads -------------------------------------------------------------------------------
 
     async def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        async def attempt(n: int) -> Any:
+        return _json(await self._idempotent("GET", path, params=params))
+
+    async def _idempotent(
+        self, method: str, path: str, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """A call safe to repeat: retried on 429, 5xx and network errors; 4xx raise."""
+
+        async def attempt(n: int) -> httpx.Response:
             try:
-                response = await self._http.get(path, params=params)
+                response = await self._http.request(method, path, params=params)
             except httpx.TransportError as exc:
-                raise Retryable(f"network error on GET {path}: {exc!r}") from exc
+                raise Retryable(f"network error on {method} {path}: {exc!r}") from exc
             if response.status_code == 429 or response.status_code >= 500:
                 raise Retryable(
-                    f"HTTP {response.status_code} on GET {path}",
+                    f"HTTP {response.status_code} on {method} {path}",
                     retry_after=parse_retry_after(response.headers.get("retry-after")),
                 ) from WhapiError(_error_text(response), status=response.status_code)
             if response.status_code >= 400:
                 raise WhapiError(_error_text(response), status=response.status_code)
-            return _json(response)
+            return response
 
         try:
-            return await retrying(attempt, self._policy, what=f"GET {path}")
+            return await retrying(attempt, self._policy, what=f"{method} {path}")
         except httpx.HTTPError as exc:
-            raise WhapiError(f"GET {path}: {exc!r}") from exc
+            raise WhapiError(f"{method} {path}: {exc!r}") from exc
 
     async def get_chat(self, chat_id: str) -> dict[str, Any] | None:
         try:
