@@ -20,6 +20,7 @@ import trio
 
 from actors.runtime import Draining, Supervisor
 from actors.settings import Settings
+from actors.telemetry import Telemetry
 from gateway.parse import ParsedWebhook, parse_webhook
 from store import InboxEntry, InboxStatus, Store, StoreUnavailable
 from store.records import utcnow
@@ -80,10 +81,13 @@ class Outcome:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: Store, supervisor: Supervisor) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, supervisor: Supervisor, telemetry: Telemetry
+    ) -> None:
         self.settings = settings
         self.store = store
         self.supervisor = supervisor
+        self.telemetry = telemetry
         self.window = DedupeWindow(settings.dedupe_window_size, settings.dedupe_window_seconds)
         self.counters = GatewayCounters()
         self.delivery_timeout = max(1.0, settings.whapi_timeout_seconds)
@@ -120,7 +124,8 @@ class Gateway:
         if fresh:
             now = utcnow()
             entries = [InboxEntry(ev.message_id, ev.user_id, now, raw) for raw, ev in fresh]
-            statuses = await self.store.inbox_add(entries)
+            with self.telemetry.store_commit_seconds.time():
+                statuses = await self.store.inbox_add(entries)
             for (_raw, event), status in zip(fresh, statuses, strict=True):
                 if status is InboxStatus.DONE:
                     self.counters.duplicates += 1

@@ -11,13 +11,11 @@ the clients close, and the store flushes and writes its final snapshot on the wa
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import trio
-from prometheus_client import Histogram
 
 from actors.deps import open_user_deps
 from actors.runtime import Behavior, Cell, RuntimeConfig, Supervisor
@@ -28,7 +26,7 @@ from gateway.gateway import Gateway
 from gateway.metrics import ServiceCollector
 from gateway.parse import parse_message
 from gateway.watchdog import MemoryWatchdog
-from store import InboxEntry, InboxStatus, Store, StoreConfig, open_store
+from store import Store, StoreConfig, open_store
 from store.fileio import FileIO
 
 log = logging.getLogger("gateway.service")
@@ -146,8 +144,7 @@ class Service:
             await nursery.start(supervisor.run)
             nursery.start_soon(self.watchdog.run)
             self.store, self.supervisor = store, supervisor
-            inbox = cast(Store, _TimedInbox(store, self.telemetry.store_commit_seconds))
-            self.gateway = Gateway(self.settings, inbox, supervisor)
+            self.gateway = Gateway(self.settings, store, supervisor, self.telemetry)
             self.gateway.recover()
             self.started_at = trio.current_time()
             task_status.started(self)
@@ -191,20 +188,3 @@ class Service:
         """Drain, then close everything (``run`` returns)."""
         self.begin_drain()
         self._stop.set()
-
-
-class _TimedInbox:
-    """The store as the gateway sees it, timing each durable-inbox commit for ``/metrics``."""
-
-    def __init__(self, store: Store, histogram: Histogram) -> None:
-        self._store = store
-        self._histogram = histogram
-
-    async def inbox_add(self, entries: Sequence[InboxEntry]) -> list[InboxStatus]:
-        started = time.perf_counter()
-        statuses = await self._store.inbox_add(entries)
-        self._histogram.observe(time.perf_counter() - started)
-        return statuses
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
