@@ -182,7 +182,7 @@ class Supervisor:
         return False
 
     def stop(self) -> None:
-        """Cancel whatever is left (after ``drain``)."""
+        """Cancel whatever is left (after ``drain``, or to end a standalone supervisor)."""
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -264,12 +264,6 @@ class Supervisor:
         except (trio.WouldBlock, trio.ClosedResourceError):
             return False
         return True
-
-    def touch(self, key: str) -> None:
-        cell = self._cells.get(key)
-        if cell is not None:
-            cell.last_active = trio.current_time()
-            self._cells.move_to_end(key)
 
     # -- retirement --------------------------------------------------------------------------
 
