@@ -57,6 +57,8 @@ class Settings:
     http_graceful_seconds: float = 5.0
     #: A client that sends nothing for this long is disconnected (slowloris).
     http_read_timeout_seconds: float = 30.0
+    #: An idle connection, or one trickling its request head, is closed after this.
+    http_keep_alive_seconds: float = 5.0
     ignore_groups: bool = True
 
     # Buffering (seconds).
@@ -311,6 +313,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_MAX_BODY_BYTES", "max_body_bytes", _count),
     ("WABOT_HTTP_GRACEFUL_SECONDS", "http_graceful_seconds", _seconds),
     ("WABOT_HTTP_READ_TIMEOUT_SECONDS", "http_read_timeout_seconds", _positive_seconds),
+    ("WABOT_HTTP_KEEP_ALIVE_SECONDS", "http_keep_alive_seconds", _positive_seconds),
     ("WABOT_IGNORE_GROUPS", "ignore_groups", _bool),
     ("WABOT_BUFFER_SECONDS", "buffer_seconds", _seconds),
     ("WABOT_VOICE_BUFFER_SECONDS", "voice_buffer_seconds", _seconds),

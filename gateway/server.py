@@ -44,7 +44,7 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.bind = [f"{settings.host}:{settings.port}"]
     config.graceful_timeout = settings.http_graceful_seconds
     config.read_timeout = int(max(1, settings.http_read_timeout_seconds))
-    config.keep_alive_timeout = 5.0
+    config.keep_alive_timeout = settings.http_keep_alive_seconds
     config.h11_max_incomplete_size = 16 * 1024
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
