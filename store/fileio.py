@@ -59,25 +59,6 @@ class FileIO:
                 raise OSError(5, "write returned 0 bytes")
             view = view[written:]
 
-    def write_file_atomic(self, path: Path, data: bytes) -> None:
-        """Temp file in the same directory, write, fsync, replace, fsync the directory."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = self.open_new(tmp)
-        try:
-            self.write_all(fd, data)
-            self.fsync(fd)
-        except BaseException:
-            self.close(fd)
-            self.unlink_quietly(tmp)
-            raise
-        self.close(fd)
-        try:
-            self.replace(tmp, path)
-        except BaseException:
-            self.unlink_quietly(tmp)
-            raise
-        self.fsync_dir(path.parent)
-
     def unlink_quietly(self, path: Path) -> None:
         with contextlib.suppress(OSError):
             self.unlink(path)
