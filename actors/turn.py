@@ -276,7 +276,7 @@ class TurnRunner:
             else:
                 media = f"data:audio/ogg;base64,{base64.b64encode(audio).decode('ascii')}"
             sent = await deps.whapi.send_voice(self.last.chat_id, media)
-        except (AudioError, Exception) as exc:
+        except Exception as exc:  # synthesis or send: the text goes out instead
             deps.telemetry.sends.labels("voice", "error").inc()
             log.warning("voice reply failed, sending text instead: %r", exc)
             return False
