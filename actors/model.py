@@ -8,6 +8,11 @@ already there with an answer after it, that answer is the result. A ``conversati
 right after an ambiguous failure means our abandoned request is probably still running on
 OpenAI's side: the retry then waits for it (bounded by one more client timeout, without using
 up an attempt) and recovers its answer, instead of failing the turn or running it twice.
+
+The hot calls go through the SDK client's plain ``post`` with a JSON body we build ourselves
+and come back as plain dicts: the SDK's parameter transform and pydantic response models cost
+about a third of a turn's CPU (bench/RESULTS.md, turn overhead), while authentication, base URL,
+timeouts and the error classes are still the SDK's.
 """
 
 from __future__ import annotations
@@ -51,9 +56,10 @@ class ModelReply:
     recovered: bool = False
 
 
-def pooled_http_client(size: int) -> openai.DefaultAsyncHttpxClient:
+def pooled_http_client(size: int, keepalive: int | None = None) -> openai.DefaultAsyncHttpxClient:
     """The SDK's HTTP client with a bounded pool (httpcore scans the whole pool per request)."""
-    limits = httpx2.Limits(max_connections=size, max_keepalive_connections=size)
+    idle = size if keepalive is None else min(keepalive, size)
+    limits = httpx2.Limits(max_connections=size, max_keepalive_connections=idle)
     return openai.DefaultAsyncHttpxClient(limits=limits)
 
 
@@ -82,6 +88,7 @@ class ModelClient:
         timeout: float,
         policy: RetryPolicy,
         pool_size: int = 32,
+        keepalive_size: int = 8,
     ) -> None:
         self.model = model
         self.instructions = instructions
@@ -92,21 +99,29 @@ class ModelClient:
             base_url=base_url,
             max_retries=0,
             timeout=timeout,
-            http_client=pooled_http_client(pool_size),
+            http_client=pooled_http_client(pool_size, keepalive_size),
         )
 
     async def aclose(self) -> None:
         await self._client.close()
 
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a JSON body as is; the decoded JSON answer (errors raise the SDK's classes)."""
+        return await self._client.post(path, body=body, cast_to=object)
+
     async def create_conversation(self, user_id: str) -> str:
         async def attempt(n: int) -> str:
             with trio.fail_after(self._timeout):
                 conversation = await _classified(
-                    self._client.conversations.create(
-                        metadata={"user": safety_identifier(user_id)[:32], "app": "wabot"}
+                    self._post(
+                        "/conversations",
+                        {"metadata": {"user": safety_identifier(user_id)[:32], "app": "wabot"}},
                     )
                 )
-            return conversation.id
+            conversation_id = conversation.get("id") if isinstance(conversation, dict) else None
+            if not isinstance(conversation_id, str) or not conversation_id:
+                raise ModelError("OpenAI created a conversation without an id")
+            return conversation_id
 
         return await _as_model_error(retrying(attempt, self._policy, what="conversations.create"))
 
@@ -116,7 +131,7 @@ class ModelClient:
         async def attempt(n: int) -> None:
             with trio.fail_after(self._timeout):
                 await _classified(
-                    self._client.conversations.items.create(conversation_id, items=items)
+                    self._post(f"/conversations/{conversation_id}/items", {"items": items})
                 )
 
         await _as_model_error(retrying(attempt, self._policy, what="conversations.items.create"))
@@ -154,7 +169,7 @@ class ModelClient:
                         return recovered
                 try:
                     with trio.fail_after(self._timeout):
-                        response = await _classified(self._client.responses.create(**params))
+                        response = await _classified(self._post("/responses", params))
                 except trio.TooSlowError as exc:
                     ambiguous = True
                     raise Retryable("responses.create timed out") from exc
@@ -253,12 +268,33 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
 
 
 def _reply(response: Any) -> ModelReply:
-    calls = tuple(
-        FunctionCall(call_id=item.call_id, name=item.name, arguments=item.arguments or "{}")
-        for item in (response.output or [])
-        if getattr(item, "type", None) == "function_call"
+    """A ``ModelReply`` from the Responses API's JSON: the output text and function calls."""
+    if not isinstance(response, dict):
+        raise ModelError(f"OpenAI answered with {type(response).__name__}, not a response object")
+    calls: list[FunctionCall] = []
+    texts: list[str] = []
+    output = response.get("output")
+    for item in output if isinstance(output, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call":
+            call_id, name = item.get("call_id"), item.get("name")
+            if not isinstance(call_id, str) or not isinstance(name, str):
+                raise ModelError("OpenAI returned a function call without call_id or name")
+            arguments = item.get("arguments")
+            calls.append(FunctionCall(call_id, name, arguments or "{}"))
+        elif item.get("type") == "message":
+            content = item.get("content")
+            for part in content if isinstance(content, list) else ():
+                if isinstance(part, dict) and part.get("type") == "output_text":
+                    text = part.get("text")
+                    texts.append(text if isinstance(text, str) else "")
+    response_id = response.get("id")
+    return ModelReply(
+        response_id=response_id if isinstance(response_id, str) else None,
+        text="".join(texts),
+        calls=tuple(calls),
     )
-    return ModelReply(response_id=response.id, text=response.output_text or "", calls=calls)
 
 
 def _first_text(items: list[dict[str, Any]]) -> str | None:
