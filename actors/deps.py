@@ -59,6 +59,7 @@ async def open_user_deps(
         timeout=settings.whapi_timeout_seconds,
         policy=retry(attempts=settings.whapi_max_attempts),
         pool_size=settings.http_pool_size,
+        keepalive_size=settings.http_keepalive_size,
     )
     model = ModelClient(
         api_key=settings.openai_api_key or "",
@@ -68,6 +69,7 @@ async def open_user_deps(
         timeout=settings.openai_timeout_seconds,
         policy=retry(attempts=settings.openai_max_attempts),
         pool_size=settings.http_pool_size,
+        keepalive_size=settings.http_keepalive_size,
     )
     audio = OpenAIAudio(
         api_key=settings.openai_api_key or "",

@@ -115,6 +115,10 @@ class Settings:
     max_concurrent_turns: int = 32
     #: Connections per upstream client (Whapi, OpenAI).
     http_pool_size: int = 32
+    #: Idle connections kept open per upstream client. httpcore probes every idle connection
+    #: (a poll syscall each) whenever a request starts or ends, so a full idle pool of 32 cost
+    #: ~14 % of a turn's CPU; busier moments still open up to ``http_pool_size``.
+    http_keepalive_size: int = 8
     #: A contact's presence subscription is renewed at a turn once older than this.
     presence_resubscribe_seconds: float = 86400.0
     typing_time_min: float = 1.0
@@ -358,6 +362,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_TYPING_DELAY_SECONDS", "typing_delay_seconds", _seconds),
     ("WABOT_MAX_CONCURRENT_TURNS", "max_concurrent_turns", _count),
     ("WABOT_HTTP_POOL_SIZE", "http_pool_size", _count),
+    ("WABOT_HTTP_KEEPALIVE_SIZE", "http_keepalive_size", _count),
     ("WABOT_PRESENCE_RESUBSCRIBE_SECONDS", "presence_resubscribe_seconds", _seconds),
     ("WABOT_TYPING_TIME_MIN", "typing_time_min", _seconds),
     ("WABOT_TYPING_TIME_MAX", "typing_time_max", _seconds),

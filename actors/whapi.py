@@ -55,6 +55,7 @@ class WhapiClient:
         policy: RetryPolicy,
         transport: httpx.AsyncBaseTransport | None = None,
         pool_size: int = 32,
+        keepalive_size: int = 8,
     ) -> None:
         self._timeout = timeout
         self._policy = policy
@@ -62,8 +63,11 @@ class WhapiClient:
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            # A small pool: httpcore checks every pooled connection on each request.
-            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+            # A small pool: httpcore probes every idle pooled connection on each request.
+            limits=httpx.Limits(
+                max_connections=pool_size,
+                max_keepalive_connections=min(keepalive_size, pool_size),
+            ),
             transport=transport,
         )
 
