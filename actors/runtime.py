@@ -29,6 +29,8 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from actors.mailbox import Mailbox
+
 log = logging.getLogger("actors.runtime")
 
 
@@ -39,7 +41,7 @@ class Draining(Exception):
 class Behavior(Protocol):
     """What a supervised actor does; one instance per activation (a restart makes a new one)."""
 
-    async def run(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
+    async def run(self, mailbox: Mailbox) -> None:
         """Consume the mailbox; return normally when it is closed (idle stop or drain)."""
 
     def is_idle(self) -> bool:
@@ -70,8 +72,7 @@ class Cell:
     """The supervisor's bookkeeping for one live key: mailbox, restarts, current behavior."""
 
     key: str
-    send: trio.MemorySendChannel[Any]
-    receive: trio.MemoryReceiveChannel[Any]
+    mailbox: Mailbox
     last_active: float
     spawned_at: float
     behavior: Any = None
@@ -87,8 +88,8 @@ class Cell:
 
     @property
     def mailbox_depth(self) -> int:
-        stats = self.send.statistics()
-        return stats.current_buffer_used + stats.tasks_waiting_send
+        stats = self.mailbox.statistics()
+        return stats.buffered + stats.waiting_senders
 
     @property
     def phase(self) -> str:
@@ -170,7 +171,7 @@ class Supervisor:
         self._draining = True
         cells = list(self._cells.values())
         for cell in cells:
-            cell.send.close()
+            cell.mailbox.close()
         with trio.move_on_at(deadline):
             for cell in cells:
                 await cell.done.wait()
@@ -200,8 +201,8 @@ class Supervisor:
             return cell
         if len(self._cells) >= self.config.max_actors:
             self._passivate_one()
-        send, receive = trio.open_memory_channel[Any](self.config.mailbox_size)
-        cell = Cell(key=key, send=send, receive=receive, last_active=now, spawned_at=now)
+        mailbox = Mailbox(self.config.mailbox_size)
+        cell = Cell(key=key, mailbox=mailbox, last_active=now, spawned_at=now)
         retiring = self._retiring.get(key)
         predecessor = retiring.done if retiring is not None else None
         self._cells[key] = cell
@@ -213,7 +214,7 @@ class Supervisor:
         """Deliver without waiting; False if the mailbox is full (the caller may ``tell``)."""
         cell = self.activate(key)
         try:
-            cell.send.send_nowait(message)
+            cell.mailbox.send_nowait(message)
         except trio.WouldBlock:
             return False
         return True
@@ -229,7 +230,7 @@ class Supervisor:
         cell = self.activate(key)
         with trio.move_on_after(wait):
             try:
-                await cell.send.send(message)
+                await cell.mailbox.send(message)
                 return True
             except trio.ClosedResourceError:
                 pass
@@ -260,7 +261,7 @@ class Supervisor:
         if cell is None or self._draining:
             return False
         try:
-            cell.send.send_nowait(message)
+            cell.mailbox.send_nowait(message)
         except (trio.WouldBlock, trio.ClosedResourceError):
             return False
         return True
@@ -282,7 +283,7 @@ class Supervisor:
         del self._cells[cell.key]
         self._retiring[cell.key] = cell
         cell.retired = True
-        cell.send.close()
+        cell.mailbox.close()
 
     def retire_idle(self, limit: int | None = None) -> int:
         """Passivate idle actors, least recently active first (memory pressure); returns count."""
@@ -329,7 +330,7 @@ class Supervisor:
                 behavior = self._factory(cell.key, cell)
                 cell.behavior = behavior
                 try:
-                    await behavior.run(cell.receive)
+                    await behavior.run(cell.mailbox)
                     return
                 except Exception as exc:
                     if not await self._after_crash(cell, behavior, exc):

@@ -27,6 +27,7 @@ from typing import Any
 
 import trio
 
+from actors.mailbox import Mailbox
 from actors.runtime import Cell, RuntimeConfig, Supervisor
 from bench.common import rss_bytes
 
@@ -39,7 +40,7 @@ class Minimal:
     def __init__(self, key: str, cell: Cell) -> None:
         self.key = key
 
-    async def run(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
+    async def run(self, mailbox: Mailbox) -> None:
         Minimal.started += 1
         async for _message in mailbox:
             pass

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 
+from actors.mailbox import Mailbox
 from sandbox import payloads
 from tests.harness import Fakes, make_settings, open_bot, open_fakes, wait_until
 
@@ -171,19 +172,21 @@ class CrashOn:
         self.inner = inner
         self.text = text
 
-    async def run(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
-        send, receive = trio.open_memory_channel[Any](64)
+    async def run(self, mailbox: Mailbox) -> None:
+        inner_box = Mailbox(64)
 
         async def forward() -> None:
-            async with send:
+            try:
                 async for message in mailbox:
                     if getattr(message, "text", None) == self.text:
                         raise RuntimeError("injected crash")
-                    await send.send(message)
+                    await inner_box.send(message)
+            finally:
+                inner_box.close()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(forward)
-            await self.inner.run(receive)
+            await self.inner.run(inner_box)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

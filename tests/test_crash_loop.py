@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 
+from actors.mailbox import Mailbox
 from actors.runtime import Cell
 from sandbox import payloads
 from tests.chaos_helpers import scale
@@ -28,7 +29,7 @@ class AlwaysCrash:
         self.inner = inner
         self.store = store
 
-    async def run(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
+    async def run(self, mailbox: Mailbox) -> None:
         if self.store().pending_for(POISONED):
             raise RuntimeError("poisoned user (replay)")
         async for _message in mailbox:

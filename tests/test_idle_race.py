@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
 
 import attrs
 import trio
 import trio.testing
 
+from actors.mailbox import Mailbox
 from actors.runtime import Cell, RuntimeConfig, Supervisor
 from sandbox import payloads
 from tests.chaos_helpers import scale
@@ -42,7 +42,7 @@ class Recorder:
         self.ledger = ledger
         self.busy = False
 
-    async def run(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
+    async def run(self, mailbox: Mailbox) -> None:
         ledger = self.ledger
         ledger.activations += 1
         ledger.live[self.key] = ledger.live.get(self.key, 0) + 1

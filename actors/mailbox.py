@@ -1,0 +1,172 @@
+"""An actor's mailbox: a bounded FIFO with one consumer, built on trio's low-level waiting.
+
+It does what the actor runtime needs of ``trio.open_memory_channel`` (``send_nowait``
+raising ``WouldBlock`` when full, ``send`` waiting for space, ``close`` ending the consumer's
+loop once the queued messages are read, ``receive`` raising ``EndOfChannel``) in two
+GC-tracked objects instead of about ten (a channel pair, its shared state, two deques, three
+sets and two ordered dicts). An idle actor is mostly its mailbox, and every tracked object of
+every live actor is walked by each full garbage collection, so this is the difference between
+a 0.5 s and a 0.3 s pause at 100k live actors (bench/RESULTS.md).
+
+One task receives at a time (the actor); any number may send. A message sent while the
+receiver waits is handed to it directly.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import attrs
+import trio
+from outcome import Error, Value
+from trio.lowlevel import (
+    Abort,
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
+
+
+@attrs.frozen
+class MailboxStatistics:
+    buffered: int
+    waiting_senders: int
+    closed: bool
+
+
+class Mailbox:
+    """A bounded mailbox; ``capacity`` messages may wait in it (0: only direct hand-over)."""
+
+    __slots__ = ("_capacity", "_closed", "_items", "_receiver", "_senders")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError("capacity must be >= 0")
+        self._capacity = capacity
+        self._items: deque[Any] = deque()
+        self._receiver: Task | None = None
+        #: Tasks blocked in ``send`` with their message, in arrival order; created when needed.
+        self._senders: dict[Task, Any] | None = None
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> MailboxStatistics:
+        return MailboxStatistics(len(self._items), len(self._senders or ()), self._closed)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send_nowait(self, message: Any) -> None:
+        """Queue ``message`` or hand it to the waiting receiver; ``trio.WouldBlock`` if full."""
+        if self._closed:
+            raise trio.ClosedResourceError("the mailbox is closed")
+        receiver = self._receiver
+        if receiver is not None:
+            self._receiver = None
+            reschedule(receiver, Value(message))
+        elif len(self._items) < self._capacity:
+            self._items.append(message)
+        else:
+            raise trio.WouldBlock
+
+    async def send(self, message: Any) -> None:
+        """Like ``send_nowait``, but wait for space when the mailbox is full."""
+        await checkpoint_if_cancelled()
+        try:
+            self.send_nowait(message)
+        except trio.WouldBlock:
+            pass
+        else:
+            await cancel_shielded_checkpoint()
+            return
+        task = current_task()
+        if self._senders is None:
+            self._senders = {}
+        senders = self._senders
+        senders[task] = message
+
+        def abort(_: Any) -> Abort:
+            del senders[task]
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    def close(self) -> None:
+        """No more messages: the receiver reads what is queued, then gets ``EndOfChannel``.
+
+        Tasks blocked in ``send`` get ``trio.ClosedResourceError`` (their message is not sent).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._senders:
+            for task in self._senders:
+                reschedule(task, Error(trio.ClosedResourceError("the mailbox was closed")))
+            self._senders = None
+        receiver = self._receiver
+        if receiver is not None:
+            self._receiver = None
+            reschedule(receiver, Error(trio.EndOfChannel()))
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def receive_nowait(self) -> Any:
+        """The next message; ``trio.WouldBlock`` if none, ``trio.EndOfChannel`` once closed."""
+        if self._items:
+            message = self._items.popleft()
+            self._admit_sender()
+            return message
+        if self._senders:
+            # Capacity 0: take a blocked sender's message directly.
+            task, message = next(iter(self._senders.items()))
+            del self._senders[task]
+            reschedule(task, Value(None))
+            return message
+        if self._closed:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    async def receive(self) -> Any:
+        """The next message, waiting for one; ``trio.EndOfChannel`` once closed and empty."""
+        await checkpoint_if_cancelled()
+        try:
+            message = self.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            await cancel_shielded_checkpoint()
+            return message
+        if self._receiver is not None:
+            raise trio.BusyResourceError("another task is already receiving from this mailbox")
+        self._receiver = current_task()
+        return await wait_task_rescheduled(self._abort_receive)
+
+    def _abort_receive(self, _: Any) -> Abort:
+        self._receiver = None
+        return Abort.SUCCEEDED
+
+    def __aiter__(self) -> Mailbox:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    def _admit_sender(self) -> None:
+        """A slot was freed: move the longest-waiting blocked sender's message in."""
+        if self._senders:
+            task, message = next(iter(self._senders.items()))
+            del self._senders[task]
+            self._items.append(message)
+            reschedule(task, Value(None))
