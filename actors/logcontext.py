@@ -36,6 +36,16 @@ def bind(*, user: str | None = None, turn: str | None = None) -> Iterator[None]:
             variable.reset(token)
 
 
+def label_task(*, user: str) -> None:
+    """Set the user key for the rest of the current task, with no undo.
+
+    For a task that is about one customer from start to end (a user actor): each trio task
+    runs in its own copy of the context, so nothing outside it sees the value, and there is
+    no token or context manager to keep alive for the task's whole life.
+    """
+    user_key.set(user)
+
+
 def current() -> dict[str, str]:
     """The bound values, for a log line: ``{"user": ..., "turn": ...}`` (unset ones left out)."""
     values = {"user": user_key.get(), "turn": turn_id.get()}

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
@@ -33,7 +32,8 @@ import trio
 
 from actors.context import ChatInfoCache
 from actors.events import AgentMessage, Control, InboundMessage, Presence
-from actors.logcontext import bind
+from actors.logcontext import bind, label_task
+from actors.mailbox import Mailbox
 from actors.media import MediaFetcher
 from actors.model import ModelClient, ModelError
 from actors.runtime import Cell
@@ -75,7 +75,8 @@ class UserDeps:
 @attrs.define
 class Buffer:
     messages: list[InboundMessage] = attrs.Factory(list)
-    ids: set[str] = attrs.Factory(set)
+    #: The ids in ``messages``; a dict of str keys is not tracked by the cycle collector.
+    ids: dict[str, None] = attrs.Factory(dict)
     chars: int = 0
     first_at: float = 0.0
     last_at: float = 0.0
@@ -94,17 +95,24 @@ class TurnState:
 
 
 class _BoundedSet:
-    """Most recent ``size`` keys; the owner actor's memory of ids it handled or sent."""
+    """Most recent ``size`` keys; the owner actor's memory of ids it handled or sent.
+
+    A plain dict (insertion-ordered) rather than an ``OrderedDict``: one holding only strings
+    is not tracked by the cycle collector, which walks every live actor on a full collection.
+    """
+
+    __slots__ = ("_items", "_size")
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: OrderedDict[str, None] = OrderedDict()
+        self._items: dict[str, None] = {}
 
     def add(self, key: str) -> None:
-        self._items[key] = None
-        self._items.move_to_end(key)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
+        items = self._items
+        items.pop(key, None)
+        items[key] = None
+        while len(items) > self._size:
+            del items[next(iter(items))]
 
     def __contains__(self, key: object) -> bool:
         return key in self._items
@@ -133,18 +141,26 @@ class UserActor:
         self._subscribed = False
         self._background = 0
         self._closing = False
-        #: Held while a turn talks to the model, and while notes are added to the conversation.
-        self.conversation_lock = trio.Lock()
+        self._conversation_lock: trio.Lock | None = None
         #: When the validator last asked for a correction (its cool-down is per user).
         self.validated_at: float | None = None
 
+    @property
+    def conversation_lock(self) -> trio.Lock:
+        """Held while a turn talks to the model, and while notes are added to the conversation.
+
+        Made on first use: most idle actors never need one, and each lock is three objects
+        for the cycle collector to walk.
+        """
+        if self._conversation_lock is None:
+            self._conversation_lock = trio.Lock()
+        return self._conversation_lock
+
     # -- Behavior protocol -------------------------------------------------------------------
 
-    async def run(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
-        with bind(user=self.key):
-            await self._run(mailbox)
-
-    async def _run(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
+    async def run(self, mailbox: Mailbox) -> None:
+        # The supervisor runs each actor in a task of its own, whose context is its own copy.
+        label_task(user=self.key)
         self.record = self.deps.store.get(self.key)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -227,7 +243,7 @@ class UserActor:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    async def _loop(self, mailbox: trio.MemoryReceiveChannel[Any]) -> None:
+    async def _loop(self, mailbox: Mailbox) -> None:
         while True:
             if self.cell.resync:
                 self.cell.resync = False
@@ -309,7 +325,7 @@ class UserActor:
             )
             buffer.chars += len(text)
         # A merged id rides along in ``ids`` so it is marked done with the turn.
-        buffer.ids.add(message.message_id)
+        buffer.ids[message.message_id] = None
         buffer.last_at = now
         buffer.last_voice = message.is_voice
         self.typing_status = None
