@@ -119,6 +119,9 @@ class Settings:
     #: (a poll syscall each) whenever a request starts or ends, so a full idle pool of 32 cost
     #: ~14 % of a turn's CPU; busier moments still open up to ``http_pool_size``.
     http_keepalive_size: int = 8
+    #: At most one automatic full garbage collection per this many seconds (0: CPython's own
+    #: pace). Their pause grows with the live actors; see gateway/gcpace.py.
+    gc_full_interval_seconds: float = 30.0
     #: A contact's presence subscription is renewed at a turn once older than this.
     presence_resubscribe_seconds: float = 86400.0
     typing_time_min: float = 1.0
@@ -363,6 +366,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_MAX_CONCURRENT_TURNS", "max_concurrent_turns", _count),
     ("WABOT_HTTP_POOL_SIZE", "http_pool_size", _count),
     ("WABOT_HTTP_KEEPALIVE_SIZE", "http_keepalive_size", _count),
+    ("WABOT_GC_FULL_INTERVAL_SECONDS", "gc_full_interval_seconds", _seconds),
     ("WABOT_PRESENCE_RESUBSCRIBE_SECONDS", "presence_resubscribe_seconds", _seconds),
     ("WABOT_TYPING_TIME_MIN", "typing_time_min", _seconds),
     ("WABOT_TYPING_TIME_MAX", "typing_time_max", _seconds),

@@ -153,4 +153,20 @@ class ServiceCollector(Collector):
             "0 under the soft memory limit, 1 over it, 2 over the hard limit",
             value=watchdog.level,
         )
+        pacer = service.gc_pacer
+        yield CounterMetricFamily(
+            "wabot_gc_full_collections",
+            "Full garbage collections (their pause grows with the live actors)",
+            value=pacer.collections,
+        )
+        yield CounterMetricFamily(
+            "wabot_gc_full_pause_seconds",
+            "Time spent in full garbage collections",
+            value=pacer.seconds_total,
+        )
+        yield GaugeMetricFamily(
+            "wabot_gc_full_pause_max_seconds",
+            "Longest full garbage collection so far",
+            value=pacer.seconds_max,
+        )
         yield GaugeMetricFamily("wabot_draining", "1 while draining", value=int(service.draining))

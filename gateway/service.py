@@ -24,6 +24,7 @@ from actors.settings import Settings
 from actors.telemetry import Telemetry
 from actors.user import UserActor, UserDeps
 from gateway.gateway import Gateway
+from gateway.gcpace import FullCollectionPacer
 from gateway.metrics import ServiceCollector
 from gateway.parse import parse_message
 from gateway.watchdog import MemoryWatchdog
@@ -89,6 +90,7 @@ class Service:
             hard_bytes=int(settings.memory_hard_mb * 2**20),
             interval=settings.memory_check_seconds,
         )
+        self.gc_pacer = FullCollectionPacer(settings.gc_full_interval_seconds)
         self.telemetry.registry.register(ServiceCollector(self))
         self._draining = False
         self._drain_deadline: float | None = None
@@ -144,6 +146,7 @@ class Service:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
             nursery.start_soon(self.watchdog.run)
+            nursery.start_soon(self.gc_pacer.run)
             self.store, self.supervisor = store, supervisor
             self.gateway = Gateway(self.settings, store, supervisor, self.telemetry)
             self.gateway.recover()
@@ -152,7 +155,7 @@ class Service:
             task_status.started(self)
             await self._stop.wait()
             await self.drain()
-            nursery.cancel_scope.cancel()  # the supervisor's leftovers and the watchdog
+            nursery.cancel_scope.cancel()  # the supervisor's leftovers, the watchdog, the pacer
         log.info("actors stopped; flushing the store")
 
     def reject(self, reason: str) -> None:

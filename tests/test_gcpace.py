@@ -1,0 +1,48 @@
+"""The full-collection pacer: holds automatic full GCs back for an interval, then restores."""
+
+from __future__ import annotations
+
+import gc
+
+import trio
+
+from gateway.gcpace import FullCollectionPacer
+
+
+async def test_a_full_collection_holds_the_next_automatic_one_for_the_interval() -> None:
+    before = gc.get_threshold()
+    pacer = FullCollectionPacer(interval=0.4)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pacer.run)
+        await trio.sleep(0)
+        gc.collect()
+        assert pacer.held
+        assert pacer.collections == 1 and pacer.seconds_max > 0
+        assert gc.get_threshold()[:2] == before[:2]
+        assert gc.get_threshold()[2] > 10**6, "automatic full collections must be off"
+        gc.collect(1)  # a young collection does not count
+        assert pacer.collections == 1
+        await trio.sleep(0.2)
+        assert pacer.held, "released before the interval passed"
+        with trio.fail_after(2):
+            while pacer.held:
+                await trio.sleep(0.05)
+        assert gc.get_threshold() == before
+        gc.collect()
+        assert pacer.held and pacer.collections == 2
+        nursery.cancel_scope.cancel()
+    assert not pacer.held
+    assert gc.get_threshold() == before, "leaving must restore the thresholds"
+    assert pacer._on_gc not in gc.callbacks
+
+
+async def test_interval_zero_leaves_cpython_alone() -> None:
+    before = gc.get_threshold()
+    pacer = FullCollectionPacer(interval=0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pacer.run)
+        await trio.sleep(0)
+        gc.collect()
+        assert not pacer.held and pacer.collections == 0
+        assert gc.get_threshold() == before
+        nursery.cancel_scope.cancel()
