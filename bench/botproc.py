@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 import trio
 
 from actors.settings import Settings
 from gateway import logs
+from gateway.cli import exit_fast
 from gateway.server import Running, run_server
 
 
@@ -43,4 +43,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_fast(main())  # as ``wabot serve`` does after a clean stop

@@ -89,6 +89,8 @@ async def test_sigterm_mid_buffer_exits_at_once_and_the_restart_answers_once(
             start = trio.current_time()
             assert await bot.wait_exit(DRAIN_SECONDS) == 0, bot.logs[-3000:]
             assert trio.current_time() - start < 3.0, "nothing was in flight: exit at once"
+            # The exit skips the interpreter's teardown; the last log line must still be out.
+            await wait_until(lambda: "stopped cleanly" in bot.logs, timeout=5)
         assert not fakes.whapi.sent and not responses_calls(fakes)
 
         async with open_bot_process(fakes, data, buffer_seconds=0.2) as bot:
