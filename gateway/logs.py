@@ -82,7 +82,9 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def __init__(self, redactor: _Redactor) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s%(context)s: %(message)s", "%H:%M:%S")
+        super().__init__(
+            "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s%(context)s: %(message)s", "%H:%M:%S"
+        )
         self._redactor = redactor
 
     def format(self, record: logging.LogRecord) -> str:
