@@ -105,6 +105,11 @@ class ServiceCollector(Collector):
                 "wabot_inbox_pending", "Messages journaled, not yet answered", value=stats.pending
             )
             yield GaugeMetricFamily(
+                "wabot_store_done_ids",
+                "Answered message ids remembered for deduplication",
+                value=stats.done_ids,
+            )
+            yield GaugeMetricFamily(
                 "wabot_journal_bytes", "Size of the journal", value=stats.journal_bytes
             )
             yield GaugeMetricFamily(
