@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 
 import trio
+import trio.testing
 
 from gateway.gcpace import FullCollectionPacer
 
@@ -14,7 +15,7 @@ async def test_a_full_collection_holds_the_next_automatic_one_for_the_interval()
     pacer = FullCollectionPacer(interval=0.4)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pacer.run)
-        await trio.sleep(0)
+        await trio.testing.wait_all_tasks_blocked()
         gc.collect()
         assert pacer.held
         assert pacer.collections == 1 and pacer.seconds_max > 0
@@ -41,7 +42,7 @@ async def test_interval_zero_leaves_cpython_alone() -> None:
     pacer = FullCollectionPacer(interval=0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pacer.run)
-        await trio.sleep(0)
+        await trio.testing.wait_all_tasks_blocked()
         gc.collect()
         assert not pacer.held and pacer.collections == 0
         assert gc.get_threshold() == before
