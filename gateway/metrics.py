@@ -153,6 +153,11 @@ class ServiceCollector(Collector):
             "Actors passivated by the memory watchdog",
             value=watchdog.passivated,
         )
+        yield CounterMetricFamily(
+            "wabot_memory_trims",
+            "Times freed memory was given back to the OS after actors retired",
+            value=watchdog.trims,
+        )
         yield GaugeMetricFamily(
             "wabot_memory_pressure",
             "0 under the soft memory limit, 1 over it, 2 over the hard limit",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from gateway.watchdog import MemoryWatchdog, release_free_memory
 from sandbox import payloads
 from tests.harness import make_settings, open_bot, open_fakes, wait_until
 from tests.test_metrics import scrape, value
@@ -57,3 +58,55 @@ async def test_low_soft_limit_passivates_idle_actors(
     assert all(r.levelno == logging.WARNING for r in warnings)
     # Once per episode and per action, not every 0.1 s check.
     assert len(warnings) <= 4
+
+
+class _Live:
+    """Stands in for the supervisor: only its number of live actors matters here."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class _Service:
+    def __init__(self) -> None:
+        self.supervisor = _Live()
+        self.gateway = None
+        self.deps = None
+
+
+async def test_freed_memory_is_given_back_once_many_actors_have_retired() -> None:
+    service = _Service()
+    watchdog = MemoryWatchdog(
+        service,  # type: ignore[arg-type]
+        soft_bytes=0,
+        hard_bytes=0,
+        interval=0.01,
+        measure=lambda: 100 * 2**20,
+    )
+    live = service.supervisor
+    live.count = 8_000
+    assert not watchdog.trim_due()  # the peak is recorded
+    live.count = 7_000
+    assert not watchdog.trim_due(), "1 000 of 8 000 is not a quarter of the peak"
+    live.count = 5_900
+    assert watchdog.trim_due()
+    await watchdog.trim()
+    assert watchdog.trims == (1 if release_free_memory() else 0)
+    assert not watchdog.trim_due(), "the peak restarts from the actors still live"
+    live.count = 400
+    assert watchdog.trim_due()
+    live.count, fresh = (
+        900,
+        MemoryWatchdog(
+            service,  # type: ignore[arg-type]
+            soft_bytes=0,
+            hard_bytes=0,
+            interval=0.01,
+        ),
+    )
+    assert not fresh.trim_due()
+    live.count = 0
+    assert not fresh.trim_due(), "fewer than 1 000 retired: not worth a trim"
