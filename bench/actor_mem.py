@@ -2,8 +2,10 @@
 
 ``python -m bench.actor_mem --kind minimal|user --actors N`` prints one JSON line:
 
-* warm baseline: the runtime is started and 2 000 actors are spawned and retired once (so
-  allocator pools, code paths and caches are warm), then ``gc.collect()`` and RSS;
+* warm baseline: the runtime is started and N actors are spawned and retired once (so
+  allocator pools, code paths, caches and the registry's tables have seen the load), then
+  RSS; every RSS reading follows ``gc.collect()`` and the memory watchdog's
+  ``release_free_memory()`` (glibc ``malloc_trim``), as the service does after actors retire;
 * N idle live actors: each is activated (``Supervisor.activate``) and has started its
   behavior; RSS delta / N = bytes per live actor;
 * retire all (``Supervisor.retire_idle``), wait for every task to finish, RSS again;
@@ -30,6 +32,7 @@ import trio
 from actors.mailbox import Mailbox
 from actors.runtime import Cell, RuntimeConfig, Supervisor
 from bench.common import rss_bytes
+from gateway.watchdog import release_free_memory
 
 
 class Minimal:
@@ -54,6 +57,7 @@ class Minimal:
 
 def _rss() -> int:
     gc.collect()
+    release_free_memory()
     return rss_bytes(_pid())
 
 
@@ -82,12 +86,12 @@ async def _retire_all(supervisor: Supervisor) -> None:
 
 
 async def _measure(supervisor: Supervisor, actors: int) -> dict[str, Any]:
-    # warm-up: spawn and retire once
-    for i in range(2000):
+    # warm-up: spawn and retire once, at full size
+    for i in range(actors):
         supervisor.activate(f"warm{i}")
-        if i % 500 == 0:
+        if i % 1000 == 999:
             await trio.sleep(0)
-    await _settle(supervisor, 2000)
+    await _settle(supervisor, actors)
     await _retire_all(supervisor)
     await trio.sleep(0.2)
     baseline = _rss()

@@ -23,6 +23,7 @@ of the warm baseline; no growth from round to round.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from typing import Any
@@ -50,6 +51,7 @@ def in_process(kind: str, actors: int) -> dict[str, Any]:
     out = subprocess.run(
         [PYTHON, "-m", "bench.actor_mem", "--kind", kind, "--actors", str(actors)],
         cwd=ROOT,
+        env={**os.environ, "PYTHONMALLOC": "malloc"},  # as ``wabot serve`` runs
         capture_output=True,
         text=True,
         timeout=900,
