@@ -148,8 +148,10 @@ async def test_receive_and_send_are_checkpoints() -> None:
     assert len(box) == 1, "a cancelled receive must not consume the message"
 
 
-def test_an_idle_mailbox_is_two_gc_tracked_objects() -> None:
+def test_an_empty_mailbox_holds_no_other_object() -> None:
     box = Mailbox(64)
-    own = [o for o in gc.get_referents(box) if gc.is_tracked(o) and o is not Mailbox]
-    assert gc.is_tracked(box)
-    assert [type(o) for o in own] == [type(box._items)]  # no waiting tasks: no dict
+    assert [o for o in gc.get_referents(box) if o is not Mailbox and o is not None] == [64, False]
+    box.send_nowait("x")
+    assert len(box) == 1
+    assert box.receive_nowait() == "x"
+    assert box._items is None, "the queue is dropped once empty"
