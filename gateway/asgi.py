@@ -50,6 +50,11 @@ def create_asgi_app() -> QuartTrio:
         level=settings.log_level,
         secrets=logs.secrets_of(settings),
     )
+    if os.environ.get("PYTHONMALLOC") != "malloc":
+        log.warning(
+            "PYTHONMALLOC is not 'malloc': memory freed when customers' actors retire stays "
+            "with the process (see README, Deploying)"
+        )
     service = Service(settings)
     app = create_app(service)
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.drain_seconds + 15
