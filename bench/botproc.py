@@ -18,6 +18,7 @@ import trio
 from actors.settings import Settings
 from gateway import logs
 from gateway.cli import exit_fast
+from gateway.gcpace import stop_collecting_for_exit
 from gateway.server import Running, run_server
 
 
@@ -30,6 +31,7 @@ async def _main(settings: Settings) -> None:
             )
             print(f"BENCH-READY {running.url} {os.getpid()}", flush=True)
             async for _signum in signals:
+                stop_collecting_for_exit()  # as ``wabot serve`` does
                 stop.set()
                 break
 

@@ -32,6 +32,7 @@ from quart_trio import QuartTrio
 from actors.settings import Settings, SettingsError
 from gateway import logs
 from gateway.app import create_app
+from gateway.gcpace import stop_collecting_for_exit
 from gateway.service import Service
 
 log = logging.getLogger("gateway.asgi")
@@ -105,6 +106,7 @@ async def drain_on_sigterm(service: Service) -> None:
                 log.info("received SIGTERM again; already draining")
                 continue
             log.info("received SIGTERM")
+            stop_collecting_for_exit()
             await service.drain()
             await _stop_hypercorn(service)
 

@@ -114,6 +114,7 @@ def serve(settings: Settings) -> int:
     if settings.production and not settings.webhook_secret:
         print("wabot: WABOT_ENV=production requires WABOT_WEBHOOK_SECRET", file=sys.stderr)
         return 2
+    from gateway.gcpace import stop_collecting_for_exit
     from gateway.server import run_server
     from store import DataDirLocked, StoreCorrupt
 
@@ -127,6 +128,7 @@ def serve(settings: Settings) -> int:
                 log.info("received %s again; already draining", name)
             else:
                 log.info("received %s", name)
+                stop_collecting_for_exit()
                 stop.set()
 
     async def main_task() -> None:

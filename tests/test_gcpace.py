@@ -7,7 +7,7 @@ import gc
 import trio
 import trio.testing
 
-from gateway.gcpace import FullCollectionPacer
+from gateway.gcpace import FullCollectionPacer, stop_collecting_for_exit
 
 
 async def test_a_full_collection_holds_the_next_automatic_one_for_the_interval() -> None:
@@ -47,3 +47,20 @@ async def test_interval_zero_leaves_cpython_alone() -> None:
         assert not pacer.held and pacer.collections == 0
         assert gc.get_threshold() == before
         nursery.cancel_scope.cancel()
+
+
+async def test_told_to_stop_the_process_collects_no_more_even_when_the_pacer_leaves() -> None:
+    pacer = FullCollectionPacer(interval=30)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pacer.run)
+            await trio.testing.wait_all_tasks_blocked()
+            gc.collect()
+            assert pacer.held
+            stop_collecting_for_exit()
+            assert not gc.isenabled()
+            nursery.cancel_scope.cancel()  # the service closing: the pacer restores thresholds
+        assert not pacer.held
+        assert not gc.isenabled(), "restoring the thresholds must not switch collection on"
+    finally:
+        gc.enable()
