@@ -63,6 +63,10 @@ class Mailbox:
     def closed(self) -> bool:
         return self._closed
 
+    def queued(self) -> tuple[Any, ...]:
+        """The messages waiting to be received, oldest first (a copy)."""
+        return tuple(self._items) if self._items is not None else ()
+
     def statistics(self) -> MailboxStatistics:
         return MailboxStatistics(len(self), len(self._senders or ()), self._closed)
 

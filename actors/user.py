@@ -164,7 +164,7 @@ class UserActor:
         self.record = self.deps.store.get(self.key)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self._reload_pending()
+            self._reload_pending(mailbox)
             try:
                 await self._loop(mailbox)
             finally:
@@ -444,8 +444,20 @@ class UserActor:
         until = utcnow() + timedelta(seconds=self.settings.handoff_pause_seconds)
         await self.save(attrs.evolve(self.record, paused_until=until))
 
-    def _reload_pending(self) -> None:
+    def _reload_pending(self, mailbox: Mailbox | None = None) -> None:
+        """Buffer the user's unanswered messages from the durable inbox, oldest first.
+
+        At activation (``mailbox`` given) the messages already waiting in the mailbox are left
+        to it: a new user's first message is journaled and then delivered, and parsing it here
+        as well was half the cost of an activation. Not on a resync: messages that found the
+        mailbox full are newer than the ones in it and must come after them.
+        """
+        queued: set[str] = set()
+        if mailbox is not None and not self.cell.resync:
+            queued = {m.message_id for m in mailbox.queued() if isinstance(m, InboundMessage)}
         for entry in self.deps.store.pending_for(self.key):
+            if entry.message_id in queued:
+                continue
             event = self.deps.parse(entry.payload)
             if event is not None:
                 self._on_message(event)

@@ -47,6 +47,25 @@ async def test_burst_of_three_gives_one_turn_in_order(tmp_path: Path) -> None:
         assert not fakes.whapi.invalid_calls and not fakes.openai.invalid_calls
 
 
+async def test_a_first_message_is_parsed_once_on_its_way_in(tmp_path: Path) -> None:
+    """The gateway parses it, journals it and tells the new actor; the actor's reload of its
+    user's pending inbox at activation must not parse it a second time."""
+    async with open_fakes() as fakes, open_bot(fakes, make_settings(fakes, tmp_path)) as bot:
+        deps = bot.service.deps
+        parse, reparsed = deps.parse, []
+
+        def counting(raw: dict[str, Any]) -> Any:
+            reparsed.append(raw.get("id"))
+            return parse(raw)
+
+        deps.parse = counting
+        response = await bot.post(payloads.webhook([payloads.text_message(USER, "hola")]))
+        assert response.status_code == 200
+        sent = await fakes.whapi.wait_sent(1, to=CHAT)
+        assert "hola" in input_text(responses_calls(fakes)[0]) and len(sent) == 1
+        assert reparsed == []
+
+
 async def test_typing_extends_the_window_but_the_cap_holds(tmp_path: Path) -> None:
     async with open_fakes() as fakes:
         settings = make_settings(

@@ -18,7 +18,9 @@ async def test_fifo_up_to_capacity_then_would_block() -> None:
     with pytest.raises(trio.WouldBlock):
         box.send_nowait(99)
     assert box.statistics().buffered == 3
+    assert box.queued() == (0, 1, 2), "a look at what waits takes nothing"
     assert [await box.receive() for _ in range(3)] == [0, 1, 2]
+    assert box.queued() == ()
     with pytest.raises(trio.WouldBlock):
         box.receive_nowait()
 
