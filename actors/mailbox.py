@@ -10,7 +10,9 @@ garbage collection (and counted in its memory): with it, the runtime's idle acto
 28 to 18 tracked objects and from 6.3 KiB to 4.0 KiB (bench/RESULTS.md).
 
 One task receives at a time (the actor); any number may send. A message sent while the
-receiver waits is handed to it directly.
+receiver waits is handed to it directly. A message is never out of sight: from ``send`` until
+``receive`` returns it, it counts in ``statistics().buffered`` (the supervisor retires only
+actors whose mailbox is empty, and would otherwise retire one holding a message in transit).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from trio.lowlevel import (
     Abort,
     Task,
     cancel_shielded_checkpoint,
+    checkpoint,
     checkpoint_if_cancelled,
     current_task,
     reschedule,
@@ -34,6 +37,7 @@ from trio.lowlevel import (
 
 @attrs.frozen
 class MailboxStatistics:
+    #: Sent and not yet returned by ``receive``: queued, or handed to the waking receiver.
     buffered: int
     waiting_senders: int
     closed: bool
@@ -42,7 +46,7 @@ class MailboxStatistics:
 class Mailbox:
     """A bounded mailbox; ``capacity`` messages may wait in it (0: only direct hand-over)."""
 
-    __slots__ = ("_capacity", "_closed", "_items", "_receiver", "_senders")
+    __slots__ = ("_capacity", "_closed", "_handed", "_items", "_receiver", "_senders")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 0:
@@ -54,6 +58,8 @@ class Mailbox:
         self._receiver: Task | None = None
         #: Tasks blocked in ``send`` with their message, in arrival order; created when needed.
         self._senders: dict[Task, Any] | None = None
+        #: A message was handed to the waiting receiver, which has not resumed yet.
+        self._handed = False
         self._closed = False
 
     def __len__(self) -> int:
@@ -68,7 +74,7 @@ class Mailbox:
         return tuple(self._items) if self._items is not None else ()
 
     def statistics(self) -> MailboxStatistics:
-        return MailboxStatistics(len(self), len(self._senders or ()), self._closed)
+        return MailboxStatistics(len(self) + self._handed, len(self._senders or ()), self._closed)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -79,6 +85,7 @@ class Mailbox:
         receiver = self._receiver
         if receiver is not None:
             self._receiver = None
+            self._handed = True
             reschedule(receiver, Value(message))
         elif len(self) < self._capacity:
             if self._items is None:
@@ -147,19 +154,23 @@ class Mailbox:
         raise trio.WouldBlock
 
     async def receive(self) -> Any:
-        """The next message, waiting for one; ``trio.EndOfChannel`` once closed and empty."""
-        await checkpoint_if_cancelled()
+        """The next message, waiting for one; ``trio.EndOfChannel`` once closed and empty.
+
+        The schedule point comes before a queued message is taken, not between taking it
+        and returning it (as in trio's channels), so it is never in nobody's hands.
+        """
+        await checkpoint()
         try:
-            message = self.receive_nowait()
+            return self.receive_nowait()
         except trio.WouldBlock:
             pass
-        else:
-            await cancel_shielded_checkpoint()
-            return message
         if self._receiver is not None:
             raise trio.BusyResourceError("another task is already receiving from this mailbox")
         self._receiver = current_task()
-        return await wait_task_rescheduled(self._abort_receive)
+        try:
+            return await wait_task_rescheduled(self._abort_receive)
+        finally:
+            self._handed = False
 
     def _abort_receive(self, _: Any) -> Abort:
         self._receiver = None

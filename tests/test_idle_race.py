@@ -8,6 +8,7 @@ activations for one key. Plus: 10k concurrent first messages to one key activate
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -107,6 +108,60 @@ async def test_chaos_idle_race_message_at_the_deadline_supervisor(
     ledger = await run_trials(keys, trials // keys)
     # Most trials end in an idle stop and a fresh activation: the race was really exercised.
     assert ledger.activations > trials // 4
+
+
+class Buffering:
+    """Like the user actor: a received message is buffered and answered when its window
+    passes; if the mailbox closes first, the loop ends and the buffer stays unanswered (in
+    the real actor: pending in the durable inbox until the customer writes again)."""
+
+    def __init__(self, key: str, cell: Cell, answered: list[str]) -> None:
+        self.key = key
+        self.answered = answered
+        self.buffer: list[str] = []
+        self.due = math.inf
+
+    async def run(self, mailbox: Mailbox) -> None:
+        while True:
+            with trio.move_on_at(self.due) as window:
+                try:
+                    message = await mailbox.receive()
+                except trio.EndOfChannel:
+                    return
+            if window.cancelled_caught:
+                self.answered.extend(self.buffer)
+                self.buffer.clear()
+                self.due = math.inf
+            else:
+                self.buffer.append(message)
+                self.due = trio.current_time() + 0.001
+
+    def is_idle(self) -> bool:
+        return not self.buffer
+
+    async def give_up(self, error: BaseException) -> None:
+        raise AssertionError("never crashes")
+
+
+async def test_passivation_never_takes_a_message_in_transit() -> None:
+    """Memory-pressure passivation (``retire_idle``) at every scheduling step of an
+    activation: the first message must be answered by the actor it was told to, not left
+    in the inbox until the customer writes again (seen in the churn benchmark)."""
+    answered: list[str] = []
+    config = RuntimeConfig(idle_seconds=3600, mailbox_size=4)
+    supervisor = Supervisor(lambda key, cell: Buffering(key, cell, answered), config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        for trial in range(200):
+            key, message = f"k{trial}", f"m{trial}"
+            supervisor.deliver(key, message)
+            cell = supervisor.cell(key)
+            assert cell is not None
+            while not cell.done.is_set() and message not in answered:
+                supervisor.retire_idle()
+                await trio.lowlevel.checkpoint()
+            assert message in answered, f"trial {trial}: retired holding its message"
+        nursery.cancel_scope.cancel()
 
 
 async def test_chaos_idle_race_concurrent_first_messages_activate_once(

@@ -152,8 +152,49 @@ async def test_receive_and_send_are_checkpoints() -> None:
 
 def test_an_empty_mailbox_holds_no_other_object() -> None:
     box = Mailbox(64)
-    assert [o for o in gc.get_referents(box) if o is not Mailbox and o is not None] == [64, False]
+    # the capacity and two flags (the shared ``False``): no deque, no dict, no set
+    assert [o for o in gc.get_referents(box) if o is not Mailbox and o is not None] == [
+        64,
+        False,
+        False,
+    ]
     box.send_nowait("x")
     assert len(box) == 1
     assert box.receive_nowait() == "x"
     assert box._items is None, "the queue is dropped once empty"
+
+
+async def test_a_message_is_never_out_of_sight_while_it_is_being_received() -> None:
+    """Sent and not yet returned by ``receive``, a message counts as buffered.
+
+    The supervisor retires an actor whose mailbox looks empty and whose behavior is idle; a
+    message the actor had taken but not yet got back from ``receive`` was lost to it then
+    (it waited, unanswered, in the durable inbox until the customer wrote again). trio
+    shuffles each batch of runnable tasks, so every way is tried many times.
+    """
+    for handed_over in (False, True) * 25:
+        box = Mailbox(4)
+        got: list[str] = []
+        unseen: list[int] = []
+
+        async def receiver(box: Mailbox = box, got: list[str] = got) -> None:
+            got.append(await box.receive())
+
+        async def watcher(box: Mailbox = box, got: list[str] = got) -> None:
+            for step in range(20):
+                if not got and box.statistics().buffered == 0:
+                    unseen.append(step)
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            if handed_over:
+                nursery.start_soon(receiver)
+                await trio.testing.wait_all_tasks_blocked()
+                box.send_nowait("m")  # the receiver waits: handed to it directly
+                assert box.statistics().buffered == 1
+            else:
+                box.send_nowait("m")
+                nursery.start_soon(receiver)
+            nursery.start_soon(watcher)
+        assert got == ["m"] and not unseen, f"handed over: {handed_over}, unseen at {unseen}"
+        assert box.statistics().buffered == 0
