@@ -173,28 +173,32 @@ async def test_a_message_is_never_out_of_sight_while_it_is_being_received() -> N
     shuffles each batch of runnable tasks, so every way is tried many times.
     """
     for handed_over in (False, True) * 25:
-        box = Mailbox(4)
-        got: list[str] = []
-        unseen: list[int] = []
+        await _receive_while_watched(handed_over=handed_over)
 
-        async def receiver(box: Mailbox = box, got: list[str] = got) -> None:
-            got.append(await box.receive())
 
-        async def watcher(box: Mailbox = box, got: list[str] = got) -> None:
-            for step in range(20):
-                if not got and box.statistics().buffered == 0:
-                    unseen.append(step)
-                await trio.lowlevel.checkpoint()
+async def _receive_while_watched(*, handed_over: bool) -> None:
+    box = Mailbox(4)
+    got: list[str] = []
+    unseen: list[int] = []
 
-        async with trio.open_nursery() as nursery:
-            if handed_over:
-                nursery.start_soon(receiver)
-                await trio.testing.wait_all_tasks_blocked()
-                box.send_nowait("m")  # the receiver waits: handed to it directly
-                assert box.statistics().buffered == 1
-            else:
-                box.send_nowait("m")
-                nursery.start_soon(receiver)
-            nursery.start_soon(watcher)
-        assert got == ["m"] and not unseen, f"handed over: {handed_over}, unseen at {unseen}"
-        assert box.statistics().buffered == 0
+    async def receiver() -> None:
+        got.append(await box.receive())
+
+    async def watcher() -> None:
+        for step in range(20):
+            if not got and box.statistics().buffered == 0:
+                unseen.append(step)
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        if handed_over:
+            nursery.start_soon(receiver)
+            await trio.testing.wait_all_tasks_blocked()
+            box.send_nowait("m")  # the receiver waits: handed to it directly
+            assert box.statistics().buffered == 1
+        else:
+            box.send_nowait("m")
+            nursery.start_soon(receiver)
+        nursery.start_soon(watcher)
+    assert got == ["m"] and not unseen, f"handed over: {handed_over}, unseen at {unseen}"
+    assert box.statistics().buffered == 0
