@@ -9,10 +9,14 @@ right after an ambiguous failure means our abandoned request is probably still r
 OpenAI's side: the retry then waits for it (bounded by one more client timeout, without using
 up an attempt) and recovers its answer, instead of failing the turn or running it twice.
 
-The hot calls go through the SDK client's plain ``post`` with a JSON body we build ourselves
-and come back as plain dicts: the SDK's parameter transform and pydantic response models cost
-about a third of a turn's CPU (bench/RESULTS.md, turn overhead), while authentication, base URL,
-timeouts and the error classes are still the SDK's.
+The JSON POSTs of a turn (create a conversation, add items, create a response) are sent on the
+SDK client's own HTTP client with a body we build ourselves and come back as plain dicts: the
+SDK's parameter transform and pydantic models, then its per-request option and header building,
+cost about 40 % of a model call's CPU (bench/RESULTS.md, turn overhead). The headers are the
+ones the SDK sends, computed once from the client (its identity headers and the API-key
+``Authorization``: wabot authenticates with an API key only), and every failure raises the
+error class the SDK would raise for it, so retries and classification are unchanged. The cold
+paths (reading a conversation back, audio) go through the SDK itself.
 """
 
 from __future__ import annotations
@@ -63,6 +67,42 @@ def pooled_http_client(size: int, keepalive: int | None = None) -> openai.Defaul
     return openai.DefaultAsyncHttpxClient(limits=limits)
 
 
+def sdk_headers(client: openai.AsyncOpenAI) -> dict[str, str]:
+    """The headers the SDK sends on every request: its identity headers and the API key's."""
+    headers = {**client.default_headers, **client.auth_headers}
+    return {name: value for name, value in headers.items() if isinstance(value, str)}
+
+
+_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
+    400: openai.BadRequestError,
+    401: openai.AuthenticationError,
+    403: openai.PermissionDeniedError,
+    404: openai.NotFoundError,
+    409: openai.ConflictError,
+    422: openai.UnprocessableEntityError,
+    429: openai.RateLimitError,
+}
+
+
+def status_error(response: httpx2.Response) -> openai.APIStatusError:
+    """The SDK's error for a 4xx/5xx answer, built as the SDK builds it (message, body, code)."""
+    message = f"Error code: {response.status_code}"
+    body: Any = response.text.strip()
+    try:
+        body = json.loads(body)
+    except ValueError:
+        pass
+    else:
+        error = body.get("error", body) if isinstance(body, dict) else None
+        detail = error.get("message") if isinstance(error, dict) else None
+        if isinstance(detail, str) and detail:
+            message += f" - {detail}"
+    data = body.get("error", body) if isinstance(body, dict) else body
+    status = response.status_code
+    cls = openai.InternalServerError if status >= 500 else _STATUS_ERRORS.get(status)
+    return (cls or openai.APIStatusError)(message, response=response, body=data)
+
+
 def user_message(text: str, image_urls: Sequence[str] = ()) -> dict[str, Any]:
     """A user message input item: the text first, then any images."""
     content: list[dict[str, Any]] = [{"type": "input_text", "text": text}]
@@ -94,20 +134,41 @@ class ModelClient:
         self.instructions = instructions
         self._timeout = timeout
         self._policy = policy
+        self._http = pooled_http_client(pool_size, keepalive_size)
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
             timeout=timeout,
-            http_client=pooled_http_client(pool_size, keepalive_size),
+            http_client=self._http,
         )
+        self._base_url = str(self._client.base_url).rstrip("/")
+        self._headers = sdk_headers(self._client)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._client.close()  # closes ``self._http`` too
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         """POST a JSON body as is; the decoded JSON answer (errors raise the SDK's classes)."""
-        return await self._client.post(path, body=body, cast_to=object)
+        request = self._http.build_request(
+            "POST",
+            self._base_url + path,
+            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+            headers=self._headers,
+            timeout=self._timeout,
+        )
+        try:
+            response = await self._http.send(request)
+        except httpx2.TimeoutException as exc:
+            raise openai.APITimeoutError(request=request) from exc
+        except httpx2.RequestError as exc:
+            raise openai.APIConnectionError(request=request) from exc
+        if response.status_code >= 400:
+            raise status_error(response)
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:
+            raise ModelError(f"OpenAI answered {path} with a body that is not JSON") from exc
 
     async def create_conversation(self, user_id: str) -> str:
         async def attempt(n: int) -> str:

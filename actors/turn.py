@@ -31,7 +31,7 @@ from actors.replies import split_parts, to_whatsapp, typing_time
 from actors.tools import ToolContext
 from actors.validation import ToolOutput
 from actors.voice import AudioError, speakable
-from store import StoreUnavailable, UserRecord
+from store import UserRecord
 from store.records import utcnow
 
 if TYPE_CHECKING:
@@ -85,15 +85,13 @@ class TurnRunner:
             indicator.cancel_scope.cancel()
         now = utcnow()
         assert actor.record is not None
-        updated = attrs.evolve(
+        # Stored with the marks that settle this turn's messages, in one write (the actor's
+        # ``_settle``). Should that write fail, the customer has the answer all the same: the
+        # actor keeps this view, and its next successful save carries it.
+        actor.record = attrs.evolve(
             actor.record, last_activity=now, last_turn_at=now, user_name=last.user_name
         )
-        try:
-            await actor.save(updated)
-        except StoreUnavailable as exc:
-            # The customer has the answer: an apology now would be wrong. The actor keeps the
-            # updated view, and its next successful save carries it.
-            log.warning("reply sent but the record could not be saved: %s", exc)
+        self.turn.record_due = True
 
     def _after_reset(self, record: UserRecord) -> list[InboundMessage] | None:
         """The messages after the last reset keyword; None when the batch was only a reset."""

@@ -92,6 +92,8 @@ class TurnState:
     started_at: float
     message_ids: list[str]
     stage: str = "thinking"
+    #: The turn updated the actor's record; it is stored when the turn's messages are settled.
+    record_due: bool = False
 
 
 class _BoundedSet:
@@ -497,7 +499,8 @@ class UserActor:
             finally:
                 self.deps.telemetry.turns.labels(outcome).inc()
                 self.deps.telemetry.turn_seconds.observe(trio.current_time() - turn.started_at)
-                await self._settle(turn.message_ids, outcome)
+                record = self.record if turn.record_due else None
+                await self._settle(turn.message_ids, outcome, record=record)
                 self.turn = None
                 if self._wake is not None:
                     self._wake.cancel()  # re-evaluate: a buffer may have become due mid-turn
@@ -564,23 +567,31 @@ class UserActor:
         log.error("user %s: the fallback send timed out", self.key)
         return False
 
-    async def _settle(self, message_ids: list[str], outcome: str) -> None:
+    async def _settle(
+        self, message_ids: list[str], outcome: str, *, record: UserRecord | None = None
+    ) -> None:
         """Mark messages done in the durable inbox (shielded: a drain must not strand it).
 
-        If the store cannot write now, the marks are retried in the background while the
-        store recovers; until then the messages stay pending (a restart would answer them
-        again, which is the price of never losing one).
+        ``record`` (a turn's updated record) goes in the same write. If the store cannot write
+        now, the marks are retried in the background while the store recovers; until then the
+        messages stay pending (a restart would answer them again, which is the price of never
+        losing one). The record is not retried: the actor's next save carries it.
         """
         for message_id in message_ids:
             self._handled.add(message_id)
-        if not await self._try_settle(message_ids, outcome) and self._nursery is not None:
+        if (
+            not await self._try_settle(message_ids, outcome, record=record)
+            and self._nursery is not None
+        ):
             self._in_background(self._settle_later(message_ids, outcome))
 
-    async def _try_settle(self, message_ids: list[str], outcome: str) -> bool:
+    async def _try_settle(
+        self, message_ids: list[str], outcome: str, *, record: UserRecord | None = None
+    ) -> bool:
         with trio.move_on_after(self.settings.whapi_timeout_seconds) as scope:
             scope.shield = True
             try:
-                await self.deps.store.inbox_done(message_ids, outcome)
+                await self.deps.store.inbox_done(message_ids, outcome, record=record)
                 return True
             except StoreUnavailable as exc:
                 log.warning("user %s: could not mark messages done yet: %s", self.key, exc)

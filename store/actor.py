@@ -224,16 +224,28 @@ class Store:
         await self._finish(self._enqueue(to_write, undo))
         return statuses
 
-    async def inbox_done(self, message_ids: Sequence[str], outcome: str) -> None:
-        """Mark ids done (pending -> done); they stay known for the dedupe window."""
+    async def inbox_done(
+        self, message_ids: Sequence[str], outcome: str, *, record: UserRecord | None = None
+    ) -> None:
+        """Mark ids done (pending -> done); they stay known for the dedupe window.
+
+        ``record``, if given, is put in the same durable write, ahead of the marks: the end of
+        a turn stores the user's updated record and settles the messages it answered with one
+        fsync instead of two.
+        """
         ids = list(message_ids)
-        if not ids:
+        if record is not None and not isinstance(record, UserRecord):
+            raise TypeError(f"record must be a UserRecord, got {type(record).__name__}")
+        if not ids and record is None:
             return
         at = self._config.clock()
-        body = encode_inbox_done(ids, outcome, at)
+        bodies = [encode_put(record)] if record is not None else []
+        if ids:
+            bodies.append(encode_inbox_done(ids, outcome, at))
         await self._begin()
-        undo: list[Undo] = [self._state.inbox_done(message_id, at) for message_id in ids]
-        await self._finish(self._enqueue([body], undo))
+        undo: list[Undo] = [self._state.put(record)] if record is not None else []
+        undo += [self._state.inbox_done(message_id, at) for message_id in ids]
+        await self._finish(self._enqueue(bodies, undo))
 
     async def compact(self) -> None:
         """Force a snapshot and journal rotation now."""

@@ -210,3 +210,28 @@ async def test_power_cut_loses_nothing_acknowledged(tmp_path: Path) -> None:
         for user_id, v in acked.items():
             assert version(store.get(user_id)) >= v
         assert all(store.inbox_status(m) is not InboxStatus.NEW for m in acked_msgs)
+
+
+async def test_a_turns_end_is_one_write_and_fails_as_one(tmp_path: Path) -> None:
+    """The record and the marks of a turn's end share one fsync, and are undone together."""
+    io = FaultyIO()
+    async with open_store(config(tmp_path, io)) as store:
+        await store.put(record("u1", 1))
+        await store.inbox_add([entry("m1"), entry("m2")])
+        commits = store.stats().commits
+        await store.inbox_done(["m1"], "replied", record=record("u1", 2))
+        assert store.stats().commits == commits + 1
+        assert version(store.get("u1")) == 2
+        assert store.inbox_status("m1") is InboxStatus.DONE
+        fault = Fault("fsync", errno.EIO, match="journal")
+        io.arm(fault)
+        with pytest.raises(StoreUnavailable):
+            await store.inbox_done(["m2"], "replied", record=record("u1", 3))
+        assert version(store.get("u1")) == 2
+        assert store.inbox_status("m2") is InboxStatus.PENDING
+        await wait_healthy(store)
+        await store.inbox_done([], "replied", record=record("u1", 4))  # a record alone
+    async with open_store(config(tmp_path, FaultyIO())) as store:
+        assert version(store.get("u1")) == 4
+        assert store.inbox_status("m1") is InboxStatus.DONE
+        assert [e.message_id for e in store.pending_inbox()] == ["m2"]
