@@ -117,16 +117,16 @@ class Gateway:
         return Outcome(200, {"received": True})
 
     async def _journal_and_route(self, parsed: ParsedWebhook) -> None:
-        fresh = [
-            (raw, event) for raw, event in parsed.messages if event.message_id not in self.window
-        ]
+        fresh = [m for m in parsed.messages if m[2].message_id not in self.window]
         self.counters.duplicates += len(parsed.messages) - len(fresh)
         if fresh:
             now = utcnow()
-            entries = [InboxEntry(ev.message_id, ev.user_id, now, raw) for raw, ev in fresh]
+            entries = [InboxEntry(ev.message_id, ev.user_id, now, raw) for raw, _, ev in fresh]
             with self.telemetry.store_commit_seconds.time():
-                statuses = await self.store.inbox_add(entries)
-            for (_raw, event), status in zip(fresh, statuses, strict=True):
+                statuses = await self.store.inbox_add(
+                    entries, payloads=[encoded for _, encoded, _ in fresh]
+                )
+            for (_raw, _encoded, event), status in zip(fresh, statuses, strict=True):
                 if status is InboxStatus.DONE:
                     self.counters.duplicates += 1
                 else:

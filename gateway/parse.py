@@ -70,8 +70,9 @@ _MAX_KIND = 40
 class ParsedWebhook:
     """What one webhook body means for the bot."""
 
-    #: (raw message dict, event) for each message meant for the bot, in delivery order.
-    messages: list[tuple[dict[str, Any], InboundMessage]] = attrs.Factory(list)
+    #: (raw message dict, its journal encoding, event) for each message meant for the bot, in
+    #: delivery order.
+    messages: list[tuple[dict[str, Any], bytes, InboundMessage]] = attrs.Factory(list)
     agent_messages: list[AgentMessage] = attrs.Factory(list)
     presences: list[Presence] = attrs.Factory(list)
     #: reason -> count of entries that need nothing from the bot.
@@ -128,7 +129,7 @@ def parse_message(raw: Any, *, allow_groups: bool = False) -> InboundMessage | N
     """Parse one stored message (an inbox replay); ``None`` if it is not for the bot."""
     parsed = ParsedWebhook()
     _parse_message(raw, parsed, allow_groups=allow_groups)
-    return parsed.messages[0][1] if parsed.messages else None
+    return parsed.messages[0][2] if parsed.messages else None
 
 
 def _str(value: Any) -> str | None:
@@ -146,19 +147,34 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def journal_safe(raw: dict[str, Any]) -> dict[str, Any] | None:
-    """``raw`` if the store can journal it as is, else a repaired copy; None if too deep."""
+def journal_safe(raw: dict[str, Any]) -> tuple[dict[str, Any], bytes] | None:
+    """``raw`` (or a repaired copy) and its encoding as the journal writes it; None if too deep.
+
+    The encoding (``store.state.encode_json``) is handed to the store with the message, so
+    each message is encoded once.
+    """
     try:
-        json.dumps(raw, ensure_ascii=False, allow_nan=False).encode()
+        encoded = _journal_encoding(raw)
     except (ValueError, UnicodeEncodeError, RecursionError):
         pass
     else:
-        return raw if _depth_ok(raw, MAX_DEPTH) else None
+        # Nesting can be no deeper than the brackets in the text (those inside strings
+        # included): the common, shallow message needs no walk.
+        if encoded.count(b"{") + encoded.count(b"[") <= MAX_DEPTH or _depth_ok(raw, MAX_DEPTH):
+            return raw, encoded
+        return None
     try:
         repaired = _repair(raw, MAX_DEPTH)
     except _TooDeep:
         return None
-    return repaired if isinstance(repaired, dict) else None
+    if not isinstance(repaired, dict):
+        return None
+    return repaired, _journal_encoding(repaired)
+
+
+def _journal_encoding(value: Any) -> bytes:
+    """``store.state.encode_json``, refusing what it would write but not read back as is."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 class _TooDeep(Exception):
@@ -192,7 +208,7 @@ def _parse_message(raw: Any, parsed: ParsedWebhook, *, allow_groups: bool) -> No
     if safe is None:
         parsed.ignore("malformed")
         return
-    raw = safe
+    raw, encoded = safe
     message_id, chat_id, kind = _str(raw.get("id")), _str(raw.get("chat_id")), _str(raw.get("type"))
     if (
         not message_id
@@ -255,6 +271,7 @@ def _parse_message(raw: Any, parsed: ParsedWebhook, *, allow_groups: bool) -> No
     parsed.messages.append(
         (
             raw,
+            encoded,
             InboundMessage(
                 message_id=message_id,
                 user_id=user_id,

@@ -206,10 +206,22 @@ class Store:
         await self._finish(write)
         log.info("deleted record %s (%s)", user_id, reason)
 
-    async def inbox_add(self, entries: Sequence[InboxEntry]) -> list[InboxStatus]:
-        """Journal the NEW entries; returns each entry's status before this call."""
+    async def inbox_add(
+        self, entries: Sequence[InboxEntry], *, payloads: Sequence[bytes] | None = None
+    ) -> list[InboxStatus]:
+        """Journal the NEW entries; returns each entry's status before this call.
+
+        ``payloads``, if given, are the entries' payloads as the journal encodes them
+        (``store.state.encode_json``), made already by the caller.
+        """
         entries = list(entries)
-        bodies = [encode_inbox_add(entry) for entry in entries]
+        if payloads is None:
+            bodies = [encode_inbox_add(entry) for entry in entries]
+        else:
+            bodies = [
+                encode_inbox_add(entry, payload)
+                for entry, payload in zip(entries, payloads, strict=True)
+            ]
         await self._begin()
         statuses: list[InboxStatus] = []
         to_write: list[bytes] = []

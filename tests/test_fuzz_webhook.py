@@ -21,6 +21,9 @@ from hypothesis import strategies as st
 
 from gateway.parse import KNOWN_KINDS, ParsedWebhook, parse_message, parse_webhook
 from sandbox import payloads
+from store import InboxEntry
+from store.records import utcnow
+from store.state import encode_inbox_add, encode_json
 from tests.chaos_helpers import scale
 from tests.harness import make_settings, open_bot, open_fakes, wait_until
 
@@ -180,9 +183,14 @@ def check_parsed(body: Any, parsed: ParsedWebhook) -> None:
     assert isinstance(parsed, ParsedWebhook)
     assert set(parsed.ignored) <= FIXED_REASONS, set(parsed.ignored) - FIXED_REASONS
     assert all(count > 0 for count in parsed.ignored.values())
-    for raw, event in parsed.messages:
+    for raw, encoded, event in parsed.messages:
         # Journal-safe (the store can encode it) and answerable (digits, a direct chat id).
         json.dumps(raw, ensure_ascii=False, allow_nan=False).encode()
+        # The encoding handed to the store is the store's own, and its journal line with it
+        # is byte for byte the one it would have made.
+        assert encoded == encode_json(raw)
+        entry = InboxEntry(event.message_id, event.user_id, utcnow(), raw)
+        assert encode_inbox_add(entry, encoded) == encode_inbox_add(entry)
         event.text.encode()
         event.user_name.encode()
         assert event.user_id.isdigit() and 5 <= len(event.user_id) <= 20
