@@ -21,7 +21,6 @@ journals and the model client can always encode what the actor sends.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import attrs
 
 from actors.events import AgentMessage, InboundMessage, MediaRef, Presence
+from store.state import encode_json
 
 _DIGITS = re.compile(r"^\d{5,20}$")
 #: A one-to-one chat the bot can answer: phone digits (or a LID) at a WhatsApp user domain.
@@ -150,11 +150,10 @@ def _finite(value: Any) -> float | None:
 def journal_safe(raw: dict[str, Any]) -> tuple[dict[str, Any], bytes] | None:
     """``raw`` (or a repaired copy) and its encoding as the journal writes it; None if too deep.
 
-    The encoding (``store.state.encode_json``) is handed to the store with the message, so
-    each message is encoded once.
+    The encoding is handed to the store with the message, so each message is encoded once.
     """
     try:
-        encoded = _journal_encoding(raw)
+        encoded = encode_json(raw, strict=True)
     except (ValueError, UnicodeEncodeError, RecursionError):
         pass
     else:
@@ -169,12 +168,7 @@ def journal_safe(raw: dict[str, Any]) -> tuple[dict[str, Any], bytes] | None:
         return None
     if not isinstance(repaired, dict):
         return None
-    return repaired, _journal_encoding(repaired)
-
-
-def _journal_encoding(value: Any) -> bytes:
-    """``store.state.encode_json``, refusing what it would write but not read back as is."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return repaired, encode_json(repaired, strict=True)
 
 
 class _TooDeep(Exception):

@@ -41,9 +41,13 @@ class UndoInboxDone:
 Undo = UndoRecord | UndoInboxAdd | UndoInboxDone
 
 
-def encode_json(obj: Any) -> bytes:
-    """JSON as the journal writes it: UTF-8, compact, non-ASCII characters as they are."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+def encode_json(obj: Any, *, strict: bool = False) -> bytes:
+    """JSON as the journal writes it: UTF-8, compact, non-ASCII characters as they are.
+
+    ``strict`` refuses (``ValueError``) non-finite numbers, which would be written as tokens
+    that are not JSON; otherwise the bytes are the same.
+    """
+    return json.dumps(obj, ensure_ascii=False, allow_nan=not strict, separators=(",", ":")).encode()
 
 
 def encode_put(record: UserRecord) -> bytes:
