@@ -117,16 +117,14 @@ class Gateway:
         return Outcome(200, {"received": True})
 
     async def _journal_and_route(self, parsed: ParsedWebhook) -> None:
-        fresh = [m for m in parsed.messages if m[2].message_id not in self.window]
+        fresh = [m for m in parsed.messages if m.event.message_id not in self.window]
         self.counters.duplicates += len(parsed.messages) - len(fresh)
         if fresh:
             now = utcnow()
-            entries = [InboxEntry(ev.message_id, ev.user_id, now, raw) for raw, _, ev in fresh]
+            entries = [InboxEntry(m.event.message_id, m.event.user_id, now, m.raw) for m in fresh]
             with self.telemetry.store_commit_seconds.time():
-                statuses = await self.store.inbox_add(
-                    entries, payloads=[encoded for _, encoded, _ in fresh]
-                )
-            for (_raw, _encoded, event), status in zip(fresh, statuses, strict=True):
+                statuses = await self.store.inbox_add(entries, payloads=[m.encoded for m in fresh])
+            for event, status in zip((m.event for m in fresh), statuses, strict=True):
                 if status is InboxStatus.DONE:
                     self.counters.duplicates += 1
                 else:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -66,13 +66,20 @@ _MAX_ID = 200
 _MAX_KIND = 40
 
 
+class CustomerMessage(NamedTuple):
+    """A message meant for the bot: as received, as the journal encodes it, and parsed."""
+
+    raw: dict[str, Any]
+    encoded: bytes
+    event: InboundMessage
+
+
 @attrs.define
 class ParsedWebhook:
     """What one webhook body means for the bot."""
 
-    #: (raw message dict, its journal encoding, event) for each message meant for the bot, in
-    #: delivery order.
-    messages: list[tuple[dict[str, Any], bytes, InboundMessage]] = attrs.Factory(list)
+    #: Each message meant for the bot, in delivery order.
+    messages: list[CustomerMessage] = attrs.Factory(list)
     agent_messages: list[AgentMessage] = attrs.Factory(list)
     presences: list[Presence] = attrs.Factory(list)
     #: reason -> count of entries that need nothing from the bot.
@@ -129,7 +136,7 @@ def parse_message(raw: Any, *, allow_groups: bool = False) -> InboundMessage | N
     """Parse one stored message (an inbox replay); ``None`` if it is not for the bot."""
     parsed = ParsedWebhook()
     _parse_message(raw, parsed, allow_groups=allow_groups)
-    return parsed.messages[0][2] if parsed.messages else None
+    return parsed.messages[0].event if parsed.messages else None
 
 
 def _str(value: Any) -> str | None:
@@ -263,7 +270,7 @@ def _parse_message(raw: Any, parsed: ParsedWebhook, *, allow_groups: bool) -> No
         return
     name = clean_name(raw.get("chat_name")) or clean_name(raw.get("from_name")) or user_id
     parsed.messages.append(
-        (
+        CustomerMessage(
             raw,
             encoded,
             InboundMessage(
