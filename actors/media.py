@@ -19,6 +19,7 @@ import httpx
 import trio
 
 from actors.events import InboundMessage, MediaRef
+from actors.httpclients import AcyclicAsyncClient
 
 log = logging.getLogger("actors.media")
 
@@ -49,7 +50,7 @@ class MediaFetcher:
         self._token = whapi_token
         self.max_bytes = max_bytes
         self.timeout = timeout
-        self._http = httpx.AsyncClient(
+        self._http = AcyclicAsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             follow_redirects=True,
             transport=transport,

@@ -75,6 +75,7 @@ class Cell:
     mailbox: Mailbox
     last_active: float
     spawned_at: float
+    #: The running behavior; None before it is made and once its activation has finished.
     behavior: Any = None
     crashes: deque[float] = attrs.Factory(deque)
     restarts: int = 0
@@ -340,6 +341,11 @@ class Supervisor:
                 del self._cells[cell.key]
             if self._retiring.get(cell.key) is cell:
                 del self._retiring[cell.key]
+            # The behavior holds its cell, and the cell its behavior: break that cycle so the
+            # retired actor (its buffers, tasks, scopes) is freed by reference counting now,
+            # not left to the next full collection, which then has to find and free every
+            # actor retired since the last one (0.2 s pauses in the soak benchmark).
+            cell.behavior = None
             cell.done.set()
 
     async def _after_crash(self, cell: Cell, behavior: Behavior, exc: Exception) -> bool:

@@ -20,6 +20,7 @@ import attrs
 import httpx
 import trio
 
+from actors.httpclients import AcyclicAsyncClient
 from actors.retry import Retryable, RetryPolicy, parse_retry_after, retrying
 
 log = logging.getLogger("actors.whapi")
@@ -59,7 +60,7 @@ class WhapiClient:
     ) -> None:
         self._timeout = timeout
         self._policy = policy
-        self._http = httpx.AsyncClient(
+        self._http = AcyclicAsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
