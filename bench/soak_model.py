@@ -1,12 +1,16 @@
 """The customer model of the soak benchmark: a day of WhatsApp traffic, time-compressed.
 
-Session starts follow a daily curve (night trough, a morning and an evening peak) squeezed
-into ``duration`` seconds. A session is one to three bursts; a burst is a "typing" presence,
-one to four text messages a fraction of a second to two seconds apart (sometimes another
-"typing" in between), then a "paused"/"available" presence; bursts are separated by gaps of
-a few seconds (the customer reads the answer and writes again). Afterwards the customer goes
-idle for the rest of the day (some come back for a second session). A small share of message
-webhooks is delivered twice (Whapi redelivery), which wabot must answer once.
+Session starts are spread over ``duration`` seconds either evenly (``curve="steady"``: the
+day's sessions at a constant rate, the load under which memory must stay flat) or along a
+daily curve (``curve="day"``: a night trough, a morning and an evening peak of 2.9 times the
+mean rate; on one core, a capacity test more than a soak). A session is one to three
+bursts; a burst is a "typing" presence, one to four text messages a fraction of a second to
+two seconds apart (sometimes another "typing" in between), then an "online" or "offline"
+presence (in Whapi's words: stopped typing, still in the chat; left the app); bursts are
+separated by gaps of a few seconds (the customer reads the answer and writes again).
+Afterwards the customer goes idle for the rest of the day (some come back for a second
+session). A small share of message webhooks is delivered twice (Whapi redelivery), which
+wabot must answer once.
 
 Deterministic for a seed; all times are offsets in seconds from the start.
 """
@@ -34,7 +38,7 @@ TEXTS = (
 class Event:
     at: float
     user: str
-    kind: str  # "text", "typing", "paused", "available"
+    kind: str  # "text", or a Whapi presence status: "typing", "online", "offline"
     text: str = ""
     message_id: str = ""
     duplicate: bool = False
@@ -61,7 +65,10 @@ def build_schedule(
     seed: int,
     user_base: int,
     duplicate_rate: float = 0.02,
+    curve: str = "steady",
 ) -> list[Event]:
+    if curve not in ("steady", "day"):
+        raise ValueError(f"unknown curve {curve!r}")
     rng = random.Random(seed)
     span = duration * 0.85  # leave the tail of the run for the last answers
     events: list[Event] = []
@@ -69,7 +76,7 @@ def build_schedule(
         user = str(user_base + index)
         sessions = 1 + (rng.random() < 0.2)
         for _ in range(sessions):
-            t = _session_start(rng, span)
+            t = _session_start(rng, span) if curve == "day" else rng.random() * span
             for _burst in range(rng.choice((1, 1, 2, 2, 3))):
                 events.append(Event(t, user, "typing"))
                 t += rng.uniform(0.3, 1.5)
@@ -86,7 +93,7 @@ def build_schedule(
                     if rng.random() < 0.3:
                         events.append(Event(t, user, "typing"))
                         t += rng.uniform(0.3, 1.0)
-                events.append(Event(t, user, rng.choice(("paused", "available"))))
+                events.append(Event(t, user, rng.choice(("online", "offline"))))
                 t += rng.uniform(3.0, 8.0)
     events = [e for e in events if e.at <= duration * 0.95]
     events.sort(key=lambda e: e.at)
