@@ -258,3 +258,23 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(loadgen: LoadGen, url: str, timeout: float) -> float:
+    """Wait until no actor is live; the inbox's pending count then (raises on timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metrics = loadgen.call("metrics", 30, url=url)["metrics"]
+        if metrics.get("wabot_live_actors", 1) == 0:
+            return metrics.get("wabot_inbox_pending", 0)
+        time.sleep(0.5)
+    raise TimeoutError("actors did not idle out")
+
+
+def user_data(loadgen: LoadGen, url: str) -> dict[str, Any]:
+    """What the store and gateway hold for users (grows with user data, not with actors)."""
+    metrics = loadgen.call("metrics", 30, url=url)["metrics"]
+    return {
+        name: metrics.get(f"wabot_{name}")
+        for name in ("store_records", "dedupe_window_ids", "store_done_ids")
+    }

@@ -400,6 +400,7 @@ class LoadProcess:
             seed=int(spec.get("seed", 7)),
             user_base=int(spec.get("user_base", USER_BASE)),
             duplicate_rate=float(spec.get("duplicate_rate", 0.02)),
+            curve=str(spec.get("curve", "steady")),
         )
         active_window = float(spec["active_window"])
         sample_every = float(spec.get("sample_seconds", 1.0))

@@ -39,7 +39,9 @@ from bench.common import (
     print_table,
     rss_bytes,
     start_bot,
+    user_data,
     verdict,
+    wait_idle,
     workdir,
     write_result,
 )
@@ -60,26 +62,7 @@ def in_process(kind: str, actors: int) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _wait_idle(loadgen: LoadGen, url: str, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        metrics = loadgen.call("metrics", 30, url=url)["metrics"]
-        if metrics.get("wabot_live_actors", 1) == 0:
-            return metrics.get("wabot_inbox_pending", 0)
-        time.sleep(0.5)
-    raise TimeoutError("actors did not idle out")
-
-
 POPULATION_BASE = 573_600_000_000
-
-
-def _user_data(loadgen: LoadGen, url: str) -> dict[str, Any]:
-    """What the store and gateway hold for users (grows with user data, not with actors)."""
-    metrics = loadgen.call("metrics", 30, url=url)["metrics"]
-    return {
-        name: metrics.get(f"wabot_{name}")
-        for name in ("store_records", "dedupe_window_ids", "store_done_ids")
-    }
 
 
 def churn(users: int, rounds: int) -> dict[str, Any]:
@@ -105,10 +88,10 @@ def churn(users: int, rounds: int) -> dict[str, Any]:
                 "replied": first["replied"],
                 "seconds": first["seconds_to_all_replies"],
             }
-            _wait_idle(loadgen, url, 120)
+            wait_idle(loadgen, url, 120)
             time.sleep(1)
             out["warm_baseline_rss"] = baseline = rss_bytes(bot.pid)
-            out["warm_baseline_data"] = _user_data(loadgen, url)
+            out["warm_baseline_data"] = user_data(loadgen, url)
             for number in range(rounds):
                 t0 = sampler.now()
                 r = loadgen.call(
@@ -121,7 +104,7 @@ def churn(users: int, rounds: int) -> dict[str, Any]:
                     max_seconds=3000,
                     timeout=600,
                 )
-                pending = _wait_idle(loadgen, url, 120)
+                pending = wait_idle(loadgen, url, 120)
                 time.sleep(1)
                 after = rss_bytes(bot.pid)
                 out["rounds"].append(
@@ -135,7 +118,7 @@ def churn(users: int, rounds: int) -> dict[str, Any]:
                         "after_rss": after,
                         "after_vs_baseline": round(after / baseline, 3),
                         "pending_after": pending,
-                        "user_data": _user_data(loadgen, url),
+                        "user_data": user_data(loadgen, url),
                     }
                 )
     finally:
