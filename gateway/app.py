@@ -1,10 +1,8 @@
-"""The quart-trio application: ``POST /hook`` and the health endpoints.
+"""The quart-trio application: health, readiness, metrics, the admin endpoints and audio.
 
-The webhook handler answers in milliseconds: it checks the secret (constant time), the size
-and the JSON, hands the body to the gateway actor (which journals the messages before it
-returns) and answers. It never waits for a model or a send. Bad input gets a clear status
-and changes nothing: 401 wrong secret, 400 malformed JSON, 413 oversized, 503 while
-draining or when the inbox cannot be written (Whapi retries), 200 for everything else.
+``POST /hook``, the webhook, is served in front of this app by ``gateway.hook`` (a bare ASGI
+endpoint: it is the hot path); every other request comes here. Bad input gets a clear status
+and changes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from actors.events import Control
 from gateway.audio import register_audio
@@ -51,33 +48,6 @@ def create_app(service: Service) -> QuartTrio:
     app.extensions["wabot"] = service
     # '/audio//etc/passwd' must be a plain 404, not a redirect to a merged path.
     app.url_map.merge_slashes = False
-
-    @app.post("/hook")
-    async def hook() -> Response:
-        if settings.webhook_secret is not None and not secrets_match(
-            request.headers.get(SECRET_HEADER), settings.webhook_secret
-        ):
-            service.reject("unauthorized")
-            return _json({"error": "unauthorized"}, 401)
-        if service.draining or service.gateway is None:
-            service.reject("draining")
-            return _json({"error": "not ready, retry later"}, 503)
-        length = request.content_length
-        if length is not None and length > settings.max_body_bytes:
-            service.reject("too_large")
-            return _json({"error": "body too large"}, 413)
-        try:
-            raw = await request.get_data(cache=False)
-        except RequestEntityTooLarge:
-            service.reject("too_large")
-            return _json({"error": "body too large"}, 413)
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            service.reject("malformed")
-            return _json({"error": "malformed JSON"}, 400)
-        outcome = await service.gateway.handle(body)
-        return _json(outcome.body, outcome.status)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -27,18 +27,18 @@ from functools import partial
 
 import attrs
 import trio
-from quart_trio import QuartTrio
 
 from actors.settings import Settings, SettingsError
 from gateway import logs
 from gateway.app import create_app
 from gateway.gcpace import stop_collecting_for_exit
+from gateway.hook import HookEndpoint
 from gateway.service import Service
 
 log = logging.getLogger("gateway.asgi")
 
 
-def create_asgi_app() -> QuartTrio:
+def create_asgi_app() -> HookEndpoint:
     settings = Settings.from_env()
     if settings.production and settings.sandbox:
         raise SettingsError(
@@ -70,7 +70,7 @@ def create_asgi_app() -> QuartTrio:
         service.stop()
         await service.finished.wait()
 
-    return app
+    return HookEndpoint(service, app)
 
 
 async def run_service(service: Service, *, task_status: trio.TaskStatus[None]) -> None:

@@ -23,6 +23,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from actors.settings import Settings
 from gateway.app import SECRET_HEADER, create_app
+from gateway.hook import HookEndpoint
 from gateway.service import BehaviorWrapper, Service
 from store.fileio import FileIO
 
@@ -95,7 +96,7 @@ async def run_server(
             binds = await inner.start(
                 partial(
                     hypercorn_serve,
-                    create_app(service),
+                    HookEndpoint(service, create_app(service)),
                     hypercorn_config(settings),
                     shutdown_trigger=http_stop.wait,
                 )

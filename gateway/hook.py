@@ -1,0 +1,151 @@
+"""``POST /hook`` as a bare ASGI endpoint in front of the quart-trio app.
+
+The webhook is the one path every customer message and every echo of wabot's own replies
+takes, at hundreds per second; everything else (health, metrics, admin, audio) is rare and
+stays with Quart. For each request quart-trio opens a nursery with two tasks, builds request
+and app contexts, routes through werkzeug and wraps the answer in a response object: with
+1k users over HTTP that was 0.41 of the 0.99 ms of main-thread CPU wabot spent per webhook
+(0.59 ms through this endpoint, same run; bench/RESULTS.md, ingest). This endpoint reads
+the body itself and answers with the same statuses and JSON bodies the Quart route did:
+
+- 401 ``unauthorized`` when ``WABOT_WEBHOOK_SECRET`` is set and ``X-Webhook-Secret`` differs
+  (constant-time comparison; the body is not read);
+- 503 while draining or before the gateway is up (Whapi retries);
+- 413 when ``Content-Length`` or the body read so far exceeds ``WABOT_MAX_BODY_BYTES``;
+- 408 when the body does not arrive within ``BODY_TIMEOUT_SECONDS``;
+- 400 for a body that is not JSON;
+- otherwise whatever the gateway decides (200, or 503 when the inbox cannot be written).
+
+Any other method on ``/hook`` gets 405.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import trio
+
+from gateway.app import SECRET_HEADER, secrets_match
+from gateway.service import Service
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: How long the whole body may take to arrive (Quart's ``BODY_TIMEOUT`` for this route).
+BODY_TIMEOUT_SECONDS = 30.0
+
+_SECRET = SECRET_HEADER.lower().encode("latin-1")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class HookEndpoint:
+    """ASGI app: ``POST /hook`` handled here, every other request passed to ``app``."""
+
+    def __init__(
+        self, service: Service, app: ASGIApp, *, body_timeout: float = BODY_TIMEOUT_SECONDS
+    ) -> None:
+        self.service = service
+        self.app = app
+        self.body_timeout = body_timeout
+        self.max_body = service.settings.max_body_bytes
+        secret = service.settings.webhook_secret
+        self.secret = secret if secret else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/hook":
+            if scope["method"] == "POST":
+                await self._hook(scope, receive, send)
+            else:
+                await _answer(send, 405, b'{"error":"method not allowed"}', [(b"allow", b"POST")])
+        else:
+            await self.app(scope, receive, send)
+
+    async def _hook(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service = self.service
+        length: int | None = None
+        given: str | None = None
+        for name, value in scope["headers"]:
+            if name == _SECRET:
+                given = value.decode("latin-1")
+            elif name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+        if self.secret is not None and not secrets_match(given, self.secret):
+            service.reject("unauthorized")
+            await _answer(send, 401, b'{"error":"unauthorized"}')
+            return
+        gateway = service.gateway
+        if service.draining or gateway is None:
+            service.reject("draining")
+            await _answer(send, 503, b'{"error":"not ready, retry later"}')
+            return
+        if length is not None and length > self.max_body:
+            service.reject("too_large")
+            await _answer(send, 413, b'{"error":"body too large"}')
+            return
+        try:
+            with trio.fail_after(self.body_timeout):
+                raw = await _read_body(receive, self.max_body)
+        except _TooLarge:
+            service.reject("too_large")
+            await _answer(send, 413, b'{"error":"body too large"}')
+            return
+        except trio.TooSlowError:
+            service.reject("body_timeout")
+            await _answer(send, 408, b'{"error":"request body timed out"}')
+            return
+        except _Disconnected:
+            return  # nobody to answer; nothing was journaled
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            service.reject("malformed")
+            await _answer(send, 400, b'{"error":"malformed JSON"}')
+            return
+        outcome = await gateway.handle(body)
+        await _answer(
+            send, outcome.status, json.dumps(outcome.body, separators=(",", ":")).encode()
+        )
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _answer(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
