@@ -3,7 +3,7 @@
 Runs ingest, memory, overhead, store, drain and soak in turn (each prints its table and
 writes ``bench/results/<name>.json``); one failing benchmark is reported and the others
 still run. ``--quick`` (``make bench``) finishes in about three minutes with reduced sizes
-that each benchmark states; ``--full`` (``make bench-full``) takes about 25 minutes.
+that each benchmark states; ``--full`` (``make bench-full``) takes about 35 minutes.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="reduced sizes (default)")
-    mode.add_argument("--full", action="store_true", help="full sizes (~25 min)")
+    mode.add_argument("--full", action="store_true", help="full sizes (~35 min)")
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args(argv)
     quick = not args.full
