@@ -59,8 +59,7 @@ class HookEndpoint:
         self.app = app
         self.body_timeout = body_timeout
         self.max_body = service.settings.max_body_bytes
-        secret = service.settings.webhook_secret
-        self.secret = secret if secret else None
+        self.secret = service.settings.webhook_secret or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/hook":

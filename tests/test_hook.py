@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 from gateway.hook import HookEndpoint
@@ -79,6 +78,10 @@ def _scope(length: int | None = None) -> dict[str, Any]:
     return {"type": "http", "path": "/hook", "method": "POST", "headers": headers}
 
 
+async def quart_never_called(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("POST /hook must not reach Quart")
+
+
 async def test_a_body_that_never_completes_is_408_and_journals_nothing(tmp_path: Path) -> None:
     async with (
         open_fakes() as fakes,
@@ -104,10 +107,6 @@ async def test_a_body_that_never_completes_is_408_and_journals_nothing(tmp_path:
         assert trio.current_time() - started >= 0.3
         assert service.http_rejections.get("body_timeout") == 1
         assert service.store.stats().pending == 0
-
-
-async def quart_never_called(scope: Any, receive: Any, send: Any) -> None:
-    raise AssertionError("POST /hook must not reach Quart")
 
 
 async def test_a_client_that_leaves_gets_no_answer_and_journals_nothing(tmp_path: Path) -> None:
@@ -142,5 +141,4 @@ async def test_a_client_that_leaves_gets_no_answer_and_journals_nothing(tmp_path
         await endpoint(_scope(), receive_big, sent)
         assert sent.status == 413
         assert big  # the rest was never read
-        async with httpx.AsyncClient() as client:
-            assert (await client.get(f"{bot.url}/readyz")).status_code == 200
+        assert (await bot.http.get(f"{bot.url}/readyz")).status_code == 200
