@@ -36,6 +36,27 @@ from bench.common import (
 USERS = 100
 
 
+def commit_waits(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    """Webhooks by how long their inbox write waited (from the bot's commit histogram).
+
+    The write is on every turn's path (a message reaches its actor once journaled). Under the
+    gentle load a wait over 25 ms is the disk's: an fsync that took that long (seen with a
+    timer around the fsync); under the saturating load it is mostly the loop's queue.
+    """
+
+    def count(le: str) -> int:
+        name = f'wabot_store_commit_seconds_bucket{{le="{le}"}}'
+        return round(after.get(name, 0) - before.get(name, 0))
+
+    total = count("+Inf")
+    return {
+        "n": total,
+        "over_5ms": total - count("0.005"),
+        "over_25ms": total - count("0.025"),
+        "over_100ms": total - count("0.1"),
+    }
+
+
 def run(quick: bool) -> dict[str, Any]:
     loads = [("gentle", 2.0, 3 if quick else 12), ("saturating", 0.05, 3 if quick else 10)]
     base = workdir("overhead")
@@ -48,6 +69,7 @@ def run(quick: bool) -> dict[str, Any]:
             )
             try:
                 loadgen.call("reset", 10)
+                before = loadgen.call("metrics", 30, url=url)["metrics"]
                 cpu0 = cpu_seconds(bot.pid)
                 lg0 = cpu_seconds(loadgen.pid)
                 r = loadgen.call(
@@ -62,6 +84,8 @@ def run(quick: bool) -> dict[str, Any]:
                 turns = max(1, r["all"]["turns"])
                 r["bot_cpu_ms_per_turn"] = round((cpu_seconds(bot.pid) - cpu0) / turns * 1e3, 2)
                 r["load_cpu_ms_per_turn"] = round((cpu_seconds(loadgen.pid) - lg0) / turns * 1e3, 2)
+                after = loadgen.call("metrics", 30, url=url)["metrics"]
+                r["inbox_commits"] = commit_waits(before, after)
                 r["load"] = name
                 r["think_seconds"] = think
                 r.pop("event", None)
@@ -99,6 +123,7 @@ def run(quick: bool) -> dict[str, Any]:
                     s["overhead"]["p99_ms"],
                     s["inside_fakes"]["p50_ms"],
                     s["ack"]["p50_ms"],
+                    r["inbox_commits"]["over_25ms"],
                     r["bot_cpu_ms_per_turn"],
                     r["missing"],
                 ]
@@ -114,6 +139,7 @@ def run(quick: bool) -> dict[str, Any]:
             "ovh p99",
             "fakes p50",
             "ack p50",
+            "commits>25ms",
             "bot cpu/turn",
             "missing",
         ],
