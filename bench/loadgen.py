@@ -14,10 +14,10 @@ fakes do not keep: when each handler finished, and replies per user.
 Commands: ``openloop``, ``closed``, ``turns``, ``round``, ``flood``, ``soak``, ``replies``,
 ``metrics``, ``reset``, ``quit``. Every loop is bounded in count and time.
 
-Each command runs on a frozen heap (``_quiet_collector``): this process keeps what the fakes
-record (calls, conversations) across commands, and a full collection walking all of it stopped
-the fakes and the generators for 50-160 ms in the middle of a measurement, time every turn
-in flight then counted as wabot's overhead.
+The commands that make load run on a frozen heap (``_quiet_collector``): this process keeps
+what the fakes record (calls, conversations) across commands, and a full collection walking all
+of it stopped the fakes and the generators for 50-160 ms in the middle of a measurement, time
+every turn in flight then counted as wabot's overhead.
 """
 
 from __future__ import annotations
@@ -550,12 +550,16 @@ async def _serve() -> None:
                 break
             handler = getattr(process, f"cmd_{command}")
             try:
-                with _quiet_collector():
+                with _quiet_collector() if command in LOAD_COMMANDS else contextlib.nullcontext():
                     result = await handler(spec)
             except Exception as exc:  # reported to the runner, which fails the benchmark
                 result = {"error": f"{type(exc).__name__}: {exc}"}
             _emit({"event": "result", "cmd": command, **result})
         nursery.cancel_scope.cancel()
+
+
+#: The commands that generate load (and measure it); the others are quick look-ups.
+LOAD_COMMANDS = frozenset({"openloop", "closed", "turns", "round", "flood", "soak"})
 
 
 @contextlib.contextmanager
