@@ -6,10 +6,11 @@ and tokens, then reads commands as JSON lines on stdin and answers each with one
 stdout (``{"event": "result", ...}``). The benchmark runner drives it; wabot runs in another
 process and talks to the fakes over loopback.
 
-The fakes run in this process's trio clock, so the times they record (``Call.at``) are
-directly comparable with the generator's send times: that is how the turn-overhead benchmark
-subtracts the time spent inside the fakes. ``TimedWhapi``/``TimedOpenAI`` add what the base
-fakes do not keep: when each handler finished, and replies per user.
+The fakes run in this process's trio clock, so the times they record are directly comparable
+with the generator's send times: that is how the turn-overhead benchmark subtracts the time
+spent inside the fakes. ``TimedWhapi``/``TimedOpenAI`` add what the base fakes do not keep:
+when each reply arrived and how long each user's OpenAI calls took, both taken at the fakes'
+sockets (``bench.wiretime``), and replies per user.
 
 Commands: ``openloop``, ``closed``, ``turns``, ``round``, ``flood``, ``soak``, ``replies``,
 ``metrics``, ``reset``, ``quit``. Every loop is bounded in count and time.
@@ -34,9 +35,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import trio
 
 from actors.model import safety_identifier
+from bench import wiretime
 from bench.httpload import (
     Conn,
     HTTPError,
@@ -104,23 +107,40 @@ def presence_webhook(user: str, status: str) -> bytes:
 
 
 class TimedWhapi(FakeWhapi):
-    """FakeWhapi that also counts text replies per user, with the time each arrived."""
+    """FakeWhapi that also counts text replies per user, with the time each arrived.
+
+    Arrived = when the request's first byte was read from the socket (``bench.wiretime``);
+    ``last_reply_handled_at`` keeps when its handler started, for comparison.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reply_count: dict[str, int] = {}
         self.last_reply_at: dict[str, float] = {}
+        self.last_reply_handled_at: dict[str, float] = {}
+        #: Requests whose first byte had no stamp (handler time used): 0 unless the hook broke.
+        self.unstamped = 0
         self.total_replies = 0
         self._waiters: dict[str, trio.Event] = {}
         self.changed = trio.Event()
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        wiretime.enter_request(scope)
+        await super().__call__(scope, receive, send)
+
     async def handle(self, request: Request) -> Response:
-        arrived = trio.current_time()
+        handled = trio.current_time()
+        connection = wiretime.current_connection()
+        first_byte = connection.take_request() if connection is not None else None
+        if first_byte is None:
+            self.unstamped += 1
+        arrived = handled if first_byte is None else first_byte
         response = await super().handle(request)
         if request.method == "POST" and request.path == "/messages/text" and response.status < 300:
             to = str((request.json or {}).get("to", "")).split("@", 1)[0]
             self.reply_count[to] = self.reply_count.get(to, 0) + 1
             self.last_reply_at[to] = arrived
+            self.last_reply_handled_at[to] = handled
             self.total_replies += 1
             waiter = self._waiters.pop(to, None)
             if waiter is not None:
@@ -137,21 +157,69 @@ class TimedWhapi(FakeWhapi):
 
 
 class TimedOpenAI(FakeOpenAI):
-    """FakeOpenAI that adds up, per user (safety identifier), the time its handlers took."""
+    """FakeOpenAI that adds up, per user (safety identifier), the time its calls took.
+
+    ``busy``: from each request's first byte read to its response's last bytes handed to the
+    socket    (``bench.wiretime``); ``busy_handlers``: the handlers' own time, for comparison.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.busy: dict[str, float] = {}
+        self.busy_handlers: dict[str, float] = {}
+        #: Requests whose first byte had no stamp (handler time used): 0 unless the hook broke.
+        self.unstamped = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        wiretime.enter_request(scope)
+        await super().__call__(scope, receive, send)
+
+    def reset_user(self, key: str) -> None:
+        self.busy[key] = self.busy_handlers[key] = 0.0
 
     async def handle(self, request: Request) -> Response:
         started = trio.current_time()
+        connection = wiretime.current_connection()
+        first_byte = connection.take_request() if connection is not None else None
         response = await super().handle(request)
         data = request.json if isinstance(request.json, dict) else {}
         who = data.get("safety_identifier") or (data.get("metadata") or {}).get("user")
         if who:
             key = str(who)[:32]
-            self.busy[key] = self.busy.get(key, 0.0) + trio.current_time() - started
+            finished = trio.current_time()
+            self.busy_handlers[key] = self.busy_handlers.get(key, 0.0) + finished - started
+            if connection is None or first_byte is None:
+                self.unstamped += 1
+                self.busy[key] = self.busy.get(key, 0.0) + finished - started
+            else:
+                self._count_until_sent(connection, key, first_byte)
         return response
+
+    def _count_until_sent(self, connection: wiretime.StampedStream, key: str, since: float) -> None:
+        """Add to ``busy[key]`` as the response's bytes go out (headers and body may be two)."""
+        last = since
+
+        def sent(at: float) -> None:
+            nonlocal last
+            self.busy[key] = self.busy.get(key, 0.0) + at - last
+            last = at
+
+        connection.on_sent = sent
+
+
+@attrs.frozen
+class TurnSample:
+    """One message→reply cycle of the turns command (seconds)."""
+
+    turn: int
+    #: Webhook sent → reply's first byte read by the fake Whapi.
+    end_to_end: float
+    #: In the fake OpenAI: first byte read → response handed to the socket, summed.
+    inside_fakes: float
+    ack: float
+    #: The same two taken at the fakes' handlers (start of the reply's; OpenAI's own time).
+    end_to_end_handlers: float
+    inside_fakes_handlers: float
 
 
 def _split(url: str) -> tuple[str, int, str]:
@@ -322,15 +390,17 @@ class LoadProcess:
     async def cmd_turns(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Turn overhead: ``users`` concurrent users, each ``rounds`` message→reply cycles.
 
-        overhead = (fake Whapi received the reply − webhook sent) − time inside the fakes'
-        handlers for that user's turn (OpenAI calls on the critical path, from TimedOpenAI).
+        overhead = (fake Whapi received the reply − webhook sent) − time inside the fakes
+        for that user's turn (OpenAI calls on the critical path, from TimedOpenAI). Received and
+        inside are taken at the fakes' sockets (``bench.wiretime``); the same figures taken at
+        the fakes' handlers are kept under ``*_handlers`` for comparison.
         """
         host, port, path = _split(spec["url"])
         hostport = f"{host}:{port}"
         base = int(spec.get("user_base", USER_BASE))
         rounds = int(spec["rounds"])
         timeout = float(spec.get("timeout", 10))
-        rows: list[tuple[int, float, float, float]] = []  # round, e2e, fakes, ack
+        rows: list[TurnSample] = []
         missing = 0
 
         async def one_user(index: int) -> None:
@@ -344,7 +414,7 @@ class LoadProcess:
             try:
                 for turn in range(rounds):
                     waiter = self.whapi.waiter(user)
-                    self.openai.busy[sid] = 0.0
+                    self.openai.reset_user(sid)
                     _mid, body = text_webhook(user, TEXTS[turn % len(TEXTS)])
                     raw = build_request("POST", hostport, path, body)
                     sent = trio.current_time()
@@ -361,26 +431,39 @@ class LoadProcess:
                     if not waiter.is_set():
                         missing += 1
                         continue
-                    reply_at = self.whapi.last_reply_at[user]
-                    rows.append((turn, reply_at - sent, self.openai.busy[sid], acked - sent))
+                    rows.append(
+                        TurnSample(
+                            turn=turn,
+                            end_to_end=self.whapi.last_reply_at[user] - sent,
+                            inside_fakes=self.openai.busy[sid],
+                            ack=acked - sent,
+                            end_to_end_handlers=self.whapi.last_reply_handled_at[user] - sent,
+                            inside_fakes_handlers=self.openai.busy_handlers[sid],
+                        )
+                    )
                     await trio.sleep(rng.uniform(0.5, 1.5) * think)
             finally:
                 await conn.aclose()
 
+        unstamped = self.whapi.unstamped + self.openai.unstamped
         started = trio.current_time()
         async with trio.open_nursery() as nursery:
             for index in range(int(spec["users"])):
                 nursery.start_soon(one_user, index)
         elapsed = trio.current_time() - started
+        unstamped = self.whapi.unstamped + self.openai.unstamped - unstamped
 
-        def stats(select: Callable[[tuple[int, float, float, float]], bool]) -> dict[str, Any]:
+        def stats(select: Callable[[TurnSample], bool]) -> dict[str, Any]:
             chosen = [r for r in rows if select(r)]
             return {
                 "turns": len(chosen),
-                "end_to_end": latency_summary([r[1] for r in chosen]),
-                "inside_fakes": latency_summary([r[2] for r in chosen]),
-                "overhead": latency_summary([r[1] - r[2] for r in chosen]),
-                "ack": latency_summary([r[3] for r in chosen]),
+                "end_to_end": latency_summary([r.end_to_end for r in chosen]),
+                "inside_fakes": latency_summary([r.inside_fakes for r in chosen]),
+                "overhead": latency_summary([r.end_to_end - r.inside_fakes for r in chosen]),
+                "ack": latency_summary([r.ack for r in chosen]),
+                "overhead_handlers": latency_summary(
+                    [r.end_to_end_handlers - r.inside_fakes_handlers for r in chosen]
+                ),
             }
 
         return {
@@ -389,9 +472,10 @@ class LoadProcess:
             "missing": missing,
             "seconds": round(elapsed, 2),
             "turns_per_second": round(len(rows) / elapsed, 1) if elapsed else math.nan,
+            "unstamped_requests": unstamped,
             "all": stats(lambda r: True),
-            "first_turn": stats(lambda r: r[0] == 0),
-            "steady": stats(lambda r: r[0] > 0),
+            "first_turn": stats(lambda r: r.turn == 0),
+            "steady": stats(lambda r: r.turn > 0),
         }
 
     async def cmd_soak(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -524,6 +608,7 @@ class LoadProcess:
 
 
 async def _serve() -> None:
+    wiretime.install()
     whapi = TimedWhapi(WHAPI_TOKEN, echo=False, max_calls=20_000)
     openai = TimedOpenAI(OPENAI_KEY, max_calls=20_000, max_responses=2_000)
     process = LoadProcess(whapi, openai)

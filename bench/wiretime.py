@@ -1,0 +1,106 @@
+"""When the fakes' requests reach the wire: stamps taken at the fakes' sockets, not in handlers.
+
+The turn-overhead benchmark subtracts the time a turn spends inside the fakes. A handler's own
+start and end leave out what the fakes' HTTP server does around it (reading and parsing the
+request, spawning the request's task, writing the response) and the time the request waits in
+the load process's queue behind other users' work: about 3 ms of the load process per turn,
+counted as wabot's. With ``install()`` every connection the fakes accept is a
+``StampedStream``, which records when the first byte of each request was read and calls back
+with the time response bytes were handed to the socket; a handler finds its connection by the
+ASGI ``client`` address (``current_connection``) and can then count:
+
+- for a reply received by the fake Whapi, the time its first byte was read;
+- for an OpenAI call, from its first byte read to its response's last bytes handed to the
+  socket.
+
+Both stamps lean against wabot: the load process's delay in reading a request's first byte
+(its loop busy with other users) and the write of a response's last bytes count as wabot's.
+
+Installing swaps the ``TCPServer`` that ``hypercorn.trio`` serves each connection with for a
+subclass that wraps the stream: a load-process-only hook, since hypercorn has no option for it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from typing import Any
+
+import hypercorn.trio.run
+import trio
+from hypercorn.trio.tcp_server import TCPServer
+
+#: Called with the time (trio clock) response bytes were handed to the socket.
+OnSent = Callable[[float], None]
+
+#: The ASGI ``client`` of the request being handled (set by the fakes' ``__call__``).
+_client: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "wiretime_client", default=None
+)
+#: Open stamped connections by peer address (host, port).
+_connections: dict[tuple[str, int], StampedStream] = {}
+
+
+class StampedStream:
+    """A ``trio.SocketStream`` that notes its reads' and writes' times (module docstring)."""
+
+    def __init__(self, inner: trio.SocketStream) -> None:
+        self._inner = inner
+        #: When the first byte of the request not yet taken by a handler was read.
+        self.first_read: float | None = None
+        self.on_sent: OnSent | None = None
+        peer = inner.socket.getpeername()
+        self.peer: tuple[str, int] = (peer[0], peer[1])
+        _connections[self.peer] = self
+
+    def __getattr__(self, name: str) -> Any:
+        # ``socket``, ``send_eof``, ...; a missing ``do_handshake`` raises AttributeError as
+        # hypercorn expects of a plain (non-TLS) stream.
+        return getattr(self._inner, name)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self._inner.receive_some(max_bytes)
+        if data and self.first_read is None:
+            self.first_read = trio.current_time()
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        # Stamped before the write: the write itself, and this task's wait to be scheduled
+        # again after it, count as wabot's time.
+        handed = trio.current_time()
+        await self._inner.send_all(data)
+        if self.on_sent is not None:
+            self.on_sent(handed)
+
+    def take_request(self) -> float | None:
+        """The current request's first-byte time, and reset for the next request."""
+        first, self.first_read = self.first_read, None
+        self.on_sent = None
+        return first
+
+    async def aclose(self) -> None:
+        if _connections.get(self.peer) is self:
+            del _connections[self.peer]
+        await self._inner.aclose()
+
+
+class _StampedTCPServer(TCPServer):
+    def __init__(self, app: Any, config: Any, context: Any, state: Any, stream: Any) -> None:
+        super().__init__(app, config, context, state, StampedStream(stream))
+
+
+def install() -> None:
+    """Stamp every connection ``hypercorn.trio.serve`` accepts from now on, in this process."""
+    hypercorn.trio.run.TCPServer = _StampedTCPServer  # type: ignore[misc]
+
+
+def enter_request(scope: Any) -> None:
+    """Note the request's client address; call at the top of the ASGI app for each request."""
+    client = scope.get("client")
+    _client.set((client[0], client[1]) if client else None)
+
+
+def current_connection() -> StampedStream | None:
+    """The stamped connection the request being handled arrived on (None if not stamped)."""
+    client = _client.get()
+    return _connections.get(client) if client is not None else None
