@@ -130,8 +130,7 @@ class TimedWhapi(FakeWhapi):
 
     async def handle(self, request: Request) -> Response:
         handled = trio.current_time()
-        connection = wiretime.current_connection()
-        first_byte = connection.take_request() if connection is not None else None
+        _connection, first_byte = wiretime.current_request()
         if first_byte is None:
             self.unstamped += 1
         arrived = handled if first_byte is None else first_byte
@@ -179,8 +178,7 @@ class TimedOpenAI(FakeOpenAI):
 
     async def handle(self, request: Request) -> Response:
         started = trio.current_time()
-        connection = wiretime.current_connection()
-        first_byte = connection.take_request() if connection is not None else None
+        connection, first_byte = wiretime.current_request()
         response = await super().handle(request)
         data = request.json if isinstance(request.json, dict) else {}
         who = data.get("safety_identifier") or (data.get("metadata") or {}).get("user")

@@ -7,7 +7,7 @@ the load process's queue behind other users' work: about 3 ms of the load proces
 counted as wabot's. With ``install()`` every connection the fakes accept is a
 ``StampedStream``, which records when the first byte of each request was read and calls back
 with the time response bytes were handed to the socket; a handler finds its connection by the
-ASGI ``client`` address (``current_connection``) and can then count:
+ASGI ``client`` address (``enter_request``, ``current_request``) and can then count:
 
 - for a reply received by the fake Whapi, the time its first byte was read;
 - for an OpenAI call, from its first byte read to its response's last bytes handed to the
@@ -33,9 +33,9 @@ from hypercorn.trio.tcp_server import TCPServer
 #: Called with the time (trio clock) response bytes were handed to the socket.
 OnSent = Callable[[float], None]
 
-#: The ASGI ``client`` of the request being handled (set by the fakes' ``__call__``).
-_client: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
-    "wiretime_client", default=None
+#: The connection and first-byte time of the request being handled (set by ``enter_request``).
+_request: contextvars.ContextVar[tuple[StampedStream | None, float | None]] = (
+    contextvars.ContextVar("wiretime_request", default=(None, None))
 )
 #: Open stamped connections by peer address (host, port).
 _connections: dict[tuple[str, int], StampedStream] = {}
@@ -46,8 +46,12 @@ class StampedStream:
 
     def __init__(self, inner: trio.SocketStream) -> None:
         self._inner = inner
-        #: When the first byte of the request not yet taken by a handler was read.
+        #: When the first byte of the connection's current request was read.
         self.first_read: float | None = None
+        #: The next byte read starts a request: nothing read yet, or response bytes went out
+        #: since (HTTP/1.1 without pipelining: a client sends its next request only after the
+        #: response; a body read after its headers is not a new request).
+        self._between_requests = True
         self.on_sent: OnSent | None = None
         peer = inner.socket.getpeername()
         self.peer: tuple[str, int] = (peer[0], peer[1])
@@ -60,20 +64,22 @@ class StampedStream:
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         data = await self._inner.receive_some(max_bytes)
-        if data and self.first_read is None:
+        if data and self._between_requests:
             self.first_read = trio.current_time()
+            self._between_requests = False
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         # Stamped before the write: the write itself, and this task's wait to be scheduled
         # again after it, count as wabot's time.
         handed = trio.current_time()
+        self._between_requests = True
         await self._inner.send_all(data)
         if self.on_sent is not None:
             self.on_sent(handed)
 
     def take_request(self) -> float | None:
-        """The current request's first-byte time, and reset for the next request."""
+        """The current request's first-byte time (once per request; None the second time)."""
         first, self.first_read = self.first_read, None
         self.on_sent = None
         return first
@@ -95,12 +101,20 @@ def install() -> None:
 
 
 def enter_request(scope: Any) -> None:
-    """Note the request's client address; call at the top of the ASGI app for each request."""
+    """Take the request's first-byte stamp from its connection (found by the ASGI ``client``).
+
+    Call it at the top of the ASGI app for every HTTP request, answered or not, so a stamp
+    never carries over to the connection's next request.
+    """
     client = scope.get("client")
-    _client.set((client[0], client[1]) if client else None)
+    connection = _connections.get((client[0], client[1])) if client else None
+    first_byte = connection.take_request() if connection is not None else None
+    _request.set((connection, first_byte))
 
 
-def current_connection() -> StampedStream | None:
-    """The stamped connection the request being handled arrived on (None if not stamped)."""
-    client = _client.get()
-    return _connections.get(client) if client is not None else None
+def current_request() -> tuple[StampedStream | None, float | None]:
+    """The connection the request being handled arrived on and its first byte's time.
+
+    ``(None, None)`` when the connection is not stamped (``install`` not called).
+    """
+    return _request.get()

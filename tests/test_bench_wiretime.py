@@ -1,0 +1,78 @@
+"""The turn-overhead benchmark's socket stamps (``bench/wiretime.py``) over a real loopback pair.
+
+A request's stamp is its first byte read; the rest of its body read later must not restamp it,
+or the next request on the connection would inherit a stale time (the fake's time then swells
+and the overhead goes negative, as a first version did).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from bench import wiretime
+
+
+async def _pair() -> tuple[trio.SocketStream, wiretime.StampedStream, list[trio.SocketListener]]:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server = wiretime.StampedStream(await listeners[0].accept())
+    return client, server, listeners
+
+
+async def _read(stream: wiretime.StampedStream, size: int) -> None:
+    got = 0
+    while got < size:
+        got += len(await stream.receive_some(size - got))
+
+
+async def test_a_request_is_stamped_at_its_first_byte_and_only_once() -> None:
+    client, server, listeners = await _pair()
+    try:
+        before_first = trio.current_time()
+        await client.send_all(b"POST / HTTP/1.1\r\n\r\n")
+        await _read(server, 19)
+        # Taken when the app is called, after the headers: before the body is read.
+        first = server.take_request()
+        assert first is not None
+        assert before_first <= first < before_first + 0.015
+        await trio.sleep(0.02)
+        await client.send_all(b"body")  # the body in a second write, as httpcore sends it
+        await _read(server, 4)
+        assert server.take_request() is None  # the body did not start a request
+
+        sent: list[float] = []
+        server.on_sent = sent.append
+        before_response = trio.current_time()
+        await server.send_all(b"HTTP/1.1 200 OK\r\n\r\n")
+        assert len(sent) == 1 and sent[0] >= before_response
+
+        await trio.sleep(0.02)
+        before_second = trio.current_time()
+        await client.send_all(b"GET / HTTP/1.1\r\n\r\n")
+        await _read(server, 18)
+        second = server.take_request()
+        assert second is not None and second >= before_second
+    finally:
+        await client.aclose()
+        await server.aclose()
+        for listener in listeners:
+            await listener.aclose()
+
+
+async def test_requests_find_their_connection_by_client_address() -> None:
+    client, server, listeners = await _pair()
+    try:
+        await client.send_all(b"GET / HTTP/1.1\r\n\r\n")
+        await _read(server, 18)
+        host, port = client.socket.getsockname()[:2]
+        wiretime.enter_request({"type": "http", "client": (host, port)})
+        connection, first_byte = wiretime.current_request()
+        assert connection is server and first_byte is not None
+        wiretime.enter_request({"type": "http", "client": ("127.0.0.1", 1)})
+        assert wiretime.current_request() == (None, None)
+    finally:
+        await client.aclose()
+        await server.aclose()
+        for listener in listeners:
+            await listener.aclose()
