@@ -9,10 +9,11 @@ right after an ambiguous failure means our abandoned request is probably still r
 OpenAI's side: the retry then waits for it (bounded by one more client timeout, without using
 up an attempt) and recovers its answer, instead of failing the turn or running it twice.
 
-The JSON POSTs of a turn (create a conversation, add items, create a response) are sent on the
-SDK client's own HTTP client with a body we build ourselves and come back as plain dicts: the
-SDK's parameter transform and pydantic models, then its per-request option and header building,
-cost about 40 % of a model call's CPU (bench/RESULTS.md, turn overhead). The headers are the
+The JSON POSTs of a turn (create a conversation, add items, create a response) are sent
+through the transport of the SDK client's own HTTP client (``actors/directpost.py``) with a
+body we build ourselves and come back as plain dicts: the SDK's parameter transform and
+pydantic models, then its per-request option and header building, cost about 40 % of a model
+call's CPU (bench/RESULTS.md, turn overhead). The headers are the
 ones the SDK sends, computed once from the client (its identity headers and the API-key
 ``Authorization``: wabot authenticates with an API key only), and every failure raises the
 error class the SDK would raise for it, so retries and classification are unchanged. The cold
@@ -33,6 +34,7 @@ import httpx2
 import openai
 import trio
 
+from actors.directpost import DirectPost, own_transport
 from actors.retry import Retryable, RetryPolicy, parse_retry_after, retrying
 
 T = TypeVar("T")
@@ -60,11 +62,15 @@ class ModelReply:
     recovered: bool = False
 
 
-def pooled_http_client(size: int, keepalive: int | None = None) -> openai.DefaultAsyncHttpxClient:
-    """The SDK's HTTP client with a bounded pool (httpcore scans the whole pool per request)."""
+def pool_limits(size: int, keepalive: int | None = None) -> httpx2.Limits:
+    """A bounded pool (httpcore scans the whole pool per request)."""
     idle = size if keepalive is None else min(keepalive, size)
-    limits = httpx2.Limits(max_connections=size, max_keepalive_connections=idle)
-    return openai.DefaultAsyncHttpxClient(limits=limits)
+    return httpx2.Limits(max_connections=size, max_keepalive_connections=idle)
+
+
+def pooled_http_client(size: int, keepalive: int | None = None) -> openai.DefaultAsyncHttpxClient:
+    """The SDK's HTTP client with a bounded pool."""
+    return openai.DefaultAsyncHttpxClient(limits=pool_limits(size, keepalive))
 
 
 def sdk_headers(client: openai.AsyncOpenAI) -> dict[str, str]:
@@ -134,7 +140,9 @@ class ModelClient:
         self.instructions = instructions
         self._timeout = timeout
         self._policy = policy
-        self._http = pooled_http_client(pool_size, keepalive_size)
+        limits = pool_limits(pool_size, keepalive_size)
+        transport = own_transport(httpx2, limits)
+        self._http = openai.DefaultAsyncHttpxClient(limits=limits, transport=transport)
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url,
@@ -142,27 +150,27 @@ class ModelClient:
             timeout=timeout,
             http_client=self._http,
         )
-        self._base_url = str(self._client.base_url).rstrip("/")
-        self._headers = sdk_headers(self._client)
+        self._direct = DirectPost(
+            httpx2,
+            self._http,
+            transport,
+            str(self._client.base_url),
+            sdk_headers(self._client),
+            httpx2.Timeout(timeout),
+        )
 
     async def aclose(self) -> None:
         await self._client.close()  # closes ``self._http`` too
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         """POST a JSON body as is; the decoded JSON answer (errors raise the SDK's classes)."""
-        request = self._http.build_request(
-            "POST",
-            self._base_url + path,
-            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-            headers=self._headers,
-            timeout=self._timeout,
-        )
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         try:
-            response = await self._http.send(request)
+            response = await self._direct.post(path, content)
         except httpx2.TimeoutException as exc:
-            raise openai.APITimeoutError(request=request) from exc
+            raise openai.APITimeoutError(request=exc.request) from exc
         except httpx2.RequestError as exc:
-            raise openai.APIConnectionError(request=request) from exc
+            raise openai.APIConnectionError(request=exc.request) from exc
         if response.status_code >= 400:
             raise status_error(response)
         try:

@@ -11,6 +11,7 @@ re-send, so a request Whapi was still holding when the client gave up is found o
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -20,6 +21,7 @@ import attrs
 import httpx
 import trio
 
+from actors.directpost import DirectPost, own_transport
 from actors.httpclients import AcyclicAsyncClient
 from actors.retry import Retryable, RetryPolicy, parse_retry_after, retrying
 
@@ -60,17 +62,21 @@ class WhapiClient:
     ) -> None:
         self._timeout = timeout
         self._policy = policy
+        # A small pool: httpcore probes every idle pooled connection on each request.
+        limits = httpx.Limits(
+            max_connections=pool_size, max_keepalive_connections=min(keepalive_size, pool_size)
+        )
+        if transport is None:
+            transport = own_transport(httpx, limits)
         self._http = AcyclicAsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            # A small pool: httpcore probes every idle pooled connection on each request.
-            limits=httpx.Limits(
-                max_connections=pool_size,
-                max_keepalive_connections=min(keepalive_size, pool_size),
-            ),
+            limits=limits,
             transport=transport,
         )
+        #: The sends (every turn's reply) skip the client's per-request work.
+        self._direct = DirectPost(httpx, self._http, transport, base_url)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -119,7 +125,7 @@ class WhapiClient:
                     return SentMessage(found, verified_by_history=True)
             in_flight = False
             try:
-                response = await self._http.post(path, json=payload)
+                response = await self._direct.post(path, _encode(payload))
             except httpx.TimeoutException as exc:
                 ambiguous = in_flight = True
                 raise Retryable(f"timeout on {path}") from exc
@@ -251,6 +257,11 @@ class WhapiClient:
         data = await self._get_json(f"/messages/list/{_path_id(chat_id)}", {"count": count})
         messages = data.get("messages") if isinstance(data, dict) else None
         return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    """JSON as ``httpx`` encodes a ``json=`` body."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _json(response: httpx.Response) -> Any:

@@ -159,7 +159,7 @@ class TimedOpenAI(FakeOpenAI):
     """FakeOpenAI that adds up, per user (safety identifier), the time its calls took.
 
     ``busy``: from each request's first byte read to its response's last bytes handed to the
-    socket    (``bench.wiretime``); ``busy_handlers``: the handlers' own time, for comparison.
+    socket (``bench.wiretime``); ``busy_handlers``: the handlers' own time, for comparison.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -1,0 +1,122 @@
+"""Every turn's POSTs straight to the transport (``actors/directpost.py``), over real HTTP.
+
+What reaches the server must be what the client would have sent, errors must carry their
+request as the client's do, and a proxy named in the environment must still be used.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import trio
+
+from actors.directpost import DirectPost
+from actors.model import ModelClient
+from actors.retry import RetryPolicy
+from actors.whapi import WhapiClient
+from tests.harness import OPENAI_KEY, WHAPI_TOKEN, open_fakes
+
+POLICY = RetryPolicy(attempts=1, base_seconds=0.01, max_seconds=0.01)
+PAYLOAD = {"to": "573001112233@s.whatsapp.net", "body": "¡Hola! ¿Cómo estás? ñ"}
+
+
+async def test_a_send_reaches_whapi_as_the_client_sends_it() -> None:
+    async with open_fakes() as fakes:
+        whapi = WhapiClient(base_url=fakes.whapi_url, token=WHAPI_TOKEN, timeout=5, policy=POLICY)
+        try:
+            sent = await whapi.send_text(PAYLOAD["to"], PAYLOAD["body"])
+            # The same request through the client itself, for comparison.
+            response = await whapi._http.post("/messages/text", json=PAYLOAD)
+        finally:
+            await whapi.aclose()
+        ours, clients = [c for c in fakes.whapi.calls if c.path == "/messages/text"]
+    assert sent.message_id and response.status_code == 200
+    assert ours.json == clients.json == PAYLOAD
+    assert {k.lower(): v for k, v in ours.headers.items()} == {
+        k.lower(): v for k, v in clients.headers.items()
+    }
+
+
+async def test_a_timeout_carries_its_request_as_the_clients_do() -> None:
+    async with open_fakes() as fakes:
+        fakes.whapi.faults.add(r"/messages/text$", method="POST", delay=2.0, status=200)
+        transport = httpx.AsyncHTTPTransport()
+        async with httpx.AsyncClient(timeout=0.2, transport=transport) as client:
+            auth = {"Authorization": f"Bearer {WHAPI_TOKEN}"}
+            direct = DirectPost(httpx, client, transport, fakes.whapi_url, auth)
+            with pytest.raises(httpx.TimeoutException) as info:
+                await direct.post("/messages/text", json.dumps(PAYLOAD).encode())
+    assert info.value.request.url.path.endswith("/messages/text")
+
+
+async def _proxy(task_status: trio.TaskStatus[tuple[str, list[bytes]]]) -> None:
+    """A loopback HTTP proxy that answers every request itself and notes its request line."""
+    seen: list[bytes] = []
+
+    async def answer(stream: trio.SocketStream) -> None:
+        async with stream:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += await stream.receive_some(65536)
+            seen.append(request.split(b"\r\n", 1)[0])
+            body = b'{"sent":true,"message":{"id":"via-proxy"}}'
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        task_status.started((f"http://127.0.0.1:{port}", seen))
+        await trio.serve_listeners(answer, listeners, handler_nursery=nursery)
+
+
+async def test_the_whapi_client_uses_a_proxy_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        proxy_url, seen = await nursery.start(_proxy)
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        # Nothing listens on the Whapi address (the discard port): only the proxy answers.
+        whapi = WhapiClient(
+            base_url="http://127.0.0.1:9/", token=WHAPI_TOKEN, timeout=5, policy=POLICY
+        )
+        try:
+            assert not whapi._direct.direct
+            sent = await whapi.send_text(PAYLOAD["to"], PAYLOAD["body"])
+        finally:
+            await whapi.aclose()
+        nursery.cancel_scope.cancel()
+    assert sent.message_id == "via-proxy"
+    assert seen == [b"POST http://127.0.0.1:9/messages/text HTTP/1.1"]
+
+
+async def test_the_model_client_uses_a_proxy_in_the_environment_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        proxy_url, seen = await nursery.start(_proxy)
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        model = ModelClient(
+            api_key=OPENAI_KEY,
+            base_url="http://127.0.0.1:9/v1",
+            model="gpt-4o-mini",
+            instructions="Eres un asistente.",
+            timeout=5,
+            policy=POLICY,
+        )
+        try:
+            assert not model._direct.direct
+            answer = await model._post("/responses", {"input": "hola"})
+        finally:
+            await model.aclose()
+        nursery.cancel_scope.cancel()
+    assert answer["message"]["id"] == "via-proxy"
+    assert seen == [b"POST http://127.0.0.1:9/v1/responses HTTP/1.1"]
