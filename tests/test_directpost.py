@@ -7,6 +7,8 @@ request as the client's do, and a proxy named in the environment must still be u
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -51,8 +53,13 @@ async def test_a_timeout_carries_its_request_as_the_clients_do() -> None:
     assert info.value.request.url.path.endswith("/messages/text")
 
 
-async def _proxy(task_status: trio.TaskStatus[tuple[str, list[bytes]]]) -> None:
-    """A loopback HTTP proxy that answers every request itself and notes its request line."""
+@asynccontextmanager
+async def _proxy(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[bytes]]:
+    """A loopback HTTP proxy named in ``HTTP_PROXY`` (no other proxy variable set).
+
+    It answers every request itself; yields the request lines it received. Nothing listens on
+    the upstream addresses the tests use (the discard port): only the proxy can answer.
+    """
     seen: list[bytes] = []
 
     async def answer(stream: trio.SocketStream) -> None:
@@ -69,20 +76,19 @@ async def _proxy(task_status: trio.TaskStatus[tuple[str, list[bytes]]]) -> None:
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
     async with trio.open_nursery() as nursery:
-        task_status.started((f"http://127.0.0.1:{port}", seen))
-        await trio.serve_listeners(answer, listeners, handler_nursery=nursery)
+        nursery.start_soon(trio.serve_listeners, answer, listeners)
+        yield seen
+        nursery.cancel_scope.cancel()
 
 
 async def test_the_whapi_client_uses_a_proxy_in_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        proxy_url, seen = await nursery.start(_proxy)
-        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("HTTP_PROXY", proxy_url)
-        # Nothing listens on the Whapi address (the discard port): only the proxy answers.
+    async with _proxy(monkeypatch) as seen:
         whapi = WhapiClient(
             base_url="http://127.0.0.1:9/", token=WHAPI_TOKEN, timeout=5, policy=POLICY
         )
@@ -91,7 +97,6 @@ async def test_the_whapi_client_uses_a_proxy_in_the_environment(
             sent = await whapi.send_text(PAYLOAD["to"], PAYLOAD["body"])
         finally:
             await whapi.aclose()
-        nursery.cancel_scope.cancel()
     assert sent.message_id == "via-proxy"
     assert seen == [b"POST http://127.0.0.1:9/messages/text HTTP/1.1"]
 
@@ -99,11 +104,7 @@ async def test_the_whapi_client_uses_a_proxy_in_the_environment(
 async def test_the_model_client_uses_a_proxy_in_the_environment_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        proxy_url, seen = await nursery.start(_proxy)
-        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    async with _proxy(monkeypatch) as seen:
         model = ModelClient(
             api_key=OPENAI_KEY,
             base_url="http://127.0.0.1:9/v1",
@@ -117,6 +118,5 @@ async def test_the_model_client_uses_a_proxy_in_the_environment_too(
             answer = await model._post("/responses", {"input": "hola"})
         finally:
             await model.aclose()
-        nursery.cancel_scope.cancel()
     assert answer["message"]["id"] == "via-proxy"
     assert seen == [b"POST http://127.0.0.1:9/v1/responses HTTP/1.1"]
