@@ -13,11 +13,11 @@ send time. Both are taken at the fakes' sockets (``bench.wiretime``): the reply 
 when its first byte is read, and an OpenAI call (on the critical path; the Whapi presence call
 runs concurrently) is inside the fake from its first byte read to its response handed to the
 socket. The same figure taken at the fakes' handlers (``overhead_handlers``, the method of the
-earlier rounds) also counts the fakes' HTTP server and the load process's queue, about 3 ms
-per turn. Two loads: a gentle one (think 2 s, ~50 turns/s offered) that shows the pipeline's
-latency, and a saturating one (think 0.05 s) that shows the throughput ceiling — with 100
-users in a closed loop latency there is ~100 / throughput (Little's law), whatever the
-per-turn cost. Target: p99 ≤ 20 ms.
+earlier rounds) also counts the fakes' HTTP server and the load process's queue: 2-3 ms more
+at p50, 4-7 ms at p99. Two loads: a gentle one (think 2 s, ~50 turns/s offered) that shows
+the pipeline's latency, and a saturating one (think 0.05 s) that shows the throughput ceiling
+— with 100 users in a closed loop latency there is ~100 / throughput (Little's law), whatever
+the per-turn cost. Target: p99 ≤ 20 ms.
 """
 
 from __future__ import annotations

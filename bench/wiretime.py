@@ -3,8 +3,8 @@
 The turn-overhead benchmark subtracts the time a turn spends inside the fakes. A handler's own
 start and end leave out what the fakes' HTTP server does around it (reading and parsing the
 request, spawning the request's task, writing the response) and the time the request waits in
-the load process's queue behind other users' work: about 3 ms of the load process per turn,
-counted as wabot's. With ``install()`` every connection the fakes accept is a
+the load process's queue behind other users' work: 2-3 ms per turn at p50 and 4-7 ms at p99
+(bench/RESULTS.md), counted as wabot's. With ``install()`` every connection the fakes accept is a
 ``StampedStream``, which records when the first byte of each request was read and calls back
 with the time response bytes were handed to the socket; a handler finds its connection by the
 ASGI ``client`` address (``enter_request``, ``current_request``) and can then count:
