@@ -12,6 +12,7 @@ and wabot keeps no session); redirects (neither API redirects these POSTs; a 3xx
 back as the response itself, which neither caller takes for a success); event hooks and auth
 flows (wabot sets none). Saved: 0.2-0.3 ms of client CPU per Whapi send and 0.14 ms per
 ``responses`` call against the fakes (bench/RESULTS.md, turn overhead).
+
 An httpx client given a transport ignores the proxies named in the environment, so the
 transport is made here (``own_transport``) only when the environment names none; otherwise the
 client builds its own, with the proxies, and every request takes the client's path.

@@ -106,7 +106,28 @@ def presence_webhook(user: str, status: str) -> bytes:
     return json.dumps(body).encode()
 
 
-class TimedWhapi(FakeWhapi):
+class _WireStamped:
+    """Mixin for a fake: take each request's socket stamp on entry (``bench.wiretime``).
+
+    ``unstamped`` counts requests that had none (the handler's time is used instead): 0
+    unless the hook broke.
+    """
+
+    unstamped = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        wiretime.enter_request(scope)
+        await super().__call__(scope, receive, send)  # type: ignore[misc]
+
+    def _stamp(self) -> tuple[wiretime.StampedStream | None, float | None]:
+        """The request's connection and first-byte time, counting a missing stamp."""
+        connection, first_byte = wiretime.current_request()
+        if first_byte is None:
+            self.unstamped += 1
+        return connection, first_byte
+
+
+class TimedWhapi(_WireStamped, FakeWhapi):
     """FakeWhapi that also counts text replies per user, with the time each arrived.
 
     Arrived = when the request's first byte was read from the socket (``bench.wiretime``);
@@ -118,21 +139,13 @@ class TimedWhapi(FakeWhapi):
         self.reply_count: dict[str, int] = {}
         self.last_reply_at: dict[str, float] = {}
         self.last_reply_handled_at: dict[str, float] = {}
-        #: Requests whose first byte had no stamp (handler time used): 0 unless the hook broke.
-        self.unstamped = 0
         self.total_replies = 0
         self._waiters: dict[str, trio.Event] = {}
         self.changed = trio.Event()
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        wiretime.enter_request(scope)
-        await super().__call__(scope, receive, send)
-
     async def handle(self, request: Request) -> Response:
         handled = trio.current_time()
-        _connection, first_byte = wiretime.current_request()
-        if first_byte is None:
-            self.unstamped += 1
+        _connection, first_byte = self._stamp()
         arrived = handled if first_byte is None else first_byte
         response = await super().handle(request)
         if request.method == "POST" and request.path == "/messages/text" and response.status < 300:
@@ -155,7 +168,7 @@ class TimedWhapi(FakeWhapi):
         return event
 
 
-class TimedOpenAI(FakeOpenAI):
+class TimedOpenAI(_WireStamped, FakeOpenAI):
     """FakeOpenAI that adds up, per user (safety identifier), the time its calls took.
 
     ``busy``: from each request's first byte read to its response's last bytes handed to the
@@ -166,19 +179,13 @@ class TimedOpenAI(FakeOpenAI):
         super().__init__(*args, **kwargs)
         self.busy: dict[str, float] = {}
         self.busy_handlers: dict[str, float] = {}
-        #: Requests whose first byte had no stamp (handler time used): 0 unless the hook broke.
-        self.unstamped = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        wiretime.enter_request(scope)
-        await super().__call__(scope, receive, send)
 
     def reset_user(self, key: str) -> None:
         self.busy[key] = self.busy_handlers[key] = 0.0
 
     async def handle(self, request: Request) -> Response:
         started = trio.current_time()
-        connection, first_byte = wiretime.current_request()
+        connection, first_byte = self._stamp()
         response = await super().handle(request)
         data = request.json if isinstance(request.json, dict) else {}
         who = data.get("safety_identifier") or (data.get("metadata") or {}).get("user")
@@ -187,7 +194,6 @@ class TimedOpenAI(FakeOpenAI):
             finished = trio.current_time()
             self.busy_handlers[key] = self.busy_handlers.get(key, 0.0) + finished - started
             if connection is None or first_byte is None:
-                self.unstamped += 1
                 self.busy[key] = self.busy.get(key, 0.0) + finished - started
             else:
                 self._count_until_sent(connection, key, first_byte)
