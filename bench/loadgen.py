@@ -107,10 +107,10 @@ def presence_webhook(user: str, status: str) -> bytes:
 
 
 class _WireStamped:
-    """Mixin for a fake: take each request's socket stamp on entry (``bench.wiretime``).
+    """Mixin for a fake: take each request's socket stamps (``bench.wiretime``).
 
-    ``unstamped`` counts requests that had none (the handler's time is used instead): 0
-    unless the hook broke.
+    ``unstamped`` counts requests that lacked one (the handler's time, or the first-byte read,
+    is used instead): 0 unless the hook broke.
     """
 
     unstamped = 0
@@ -119,25 +119,32 @@ class _WireStamped:
         wiretime.enter_request(scope)
         await super().__call__(scope, receive, send)  # type: ignore[misc]
 
-    def _stamp(self) -> tuple[wiretime.StampedStream | None, float | None]:
-        """The request's connection and first-byte time, counting a missing stamp."""
+    def _stamp(self) -> tuple[wiretime.StampedStream | None, float | None, float | None]:
+        """The request's connection, first-byte read time and kernel arrival time.
+
+        Called from a handler, so after the request's body was read: the connection's latest
+        kernel time is that of the request's last bytes.
+        """
         connection, first_byte = wiretime.current_request()
-        if first_byte is None:
+        arrived = connection.arrived if connection is not None else None
+        if first_byte is None or arrived is None:
             self.unstamped += 1
-        return connection, first_byte
+        return connection, first_byte, arrived
 
 
 class TimedWhapi(_WireStamped, FakeWhapi):
     """FakeWhapi that also counts text replies per user, with the time each arrived.
 
-    Arrived = when the request's first byte was read from the socket (``bench.wiretime``);
-    ``last_reply_handled_at`` keeps when its handler started, for comparison.
+    Arrived = when the request's last bytes reached the socket (kernel time, ``bench.wiretime``);
+    ``last_reply_read_at`` keeps when its first byte was read and ``last_reply_handled_at`` when
+    its handler started, for comparison.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reply_count: dict[str, int] = {}
         self.last_reply_at: dict[str, float] = {}
+        self.last_reply_read_at: dict[str, float] = {}
         self.last_reply_handled_at: dict[str, float] = {}
         self.total_replies = 0
         self._waiters: dict[str, trio.Event] = {}
@@ -145,13 +152,14 @@ class TimedWhapi(_WireStamped, FakeWhapi):
 
     async def handle(self, request: Request) -> Response:
         handled = trio.current_time()
-        _connection, first_byte = self._stamp()
-        arrived = handled if first_byte is None else first_byte
+        _connection, first_byte, arrived = self._stamp()
+        read = handled if first_byte is None else first_byte
         response = await super().handle(request)
         if request.method == "POST" and request.path == "/messages/text" and response.status < 300:
             to = str((request.json or {}).get("to", "")).split("@", 1)[0]
             self.reply_count[to] = self.reply_count.get(to, 0) + 1
-            self.last_reply_at[to] = arrived
+            self.last_reply_at[to] = read if arrived is None else arrived
+            self.last_reply_read_at[to] = read
             self.last_reply_handled_at[to] = handled
             self.total_replies += 1
             waiter = self._waiters.pop(to, None)
@@ -171,21 +179,23 @@ class TimedWhapi(_WireStamped, FakeWhapi):
 class TimedOpenAI(_WireStamped, FakeOpenAI):
     """FakeOpenAI that adds up, per user (safety identifier), the time its calls took.
 
-    ``busy``: from each request's first byte read to its response's last bytes handed to the
-    socket (``bench.wiretime``); ``busy_handlers``: the handlers' own time, for comparison.
+    ``busy``: from each request's last bytes reaching the socket (kernel time) to its
+    response's last bytes handed to the socket (``bench.wiretime``); ``busy_reads``: the same
+    from the request's first byte read; ``busy_handlers``: the handlers' own time.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.busy: dict[str, float] = {}
+        self.busy_reads: dict[str, float] = {}
         self.busy_handlers: dict[str, float] = {}
 
     def reset_user(self, key: str) -> None:
-        self.busy[key] = self.busy_handlers[key] = 0.0
+        self.busy[key] = self.busy_reads[key] = self.busy_handlers[key] = 0.0
 
     async def handle(self, request: Request) -> Response:
         started = trio.current_time()
-        connection, first_byte = self._stamp()
+        connection, first_byte, arrived = self._stamp()
         response = await super().handle(request)
         data = request.json if isinstance(request.json, dict) else {}
         who = data.get("safety_identifier") or (data.get("metadata") or {}).get("user")
@@ -194,19 +204,27 @@ class TimedOpenAI(_WireStamped, FakeOpenAI):
             finished = trio.current_time()
             self.busy_handlers[key] = self.busy_handlers.get(key, 0.0) + finished - started
             if connection is None or first_byte is None:
-                self.busy[key] = self.busy.get(key, 0.0) + finished - started
+                for busy in (self.busy, self.busy_reads):
+                    busy[key] = busy.get(key, 0.0) + finished - started
             else:
-                self._count_until_sent(connection, key, first_byte)
+                self._count_until_sent(connection, key, first_byte, arrived)
         return response
 
-    def _count_until_sent(self, connection: wiretime.StampedStream, key: str, since: float) -> None:
-        """Add to ``busy[key]`` as the response's bytes go out (headers and body may be two)."""
-        last = since
+    def _count_until_sent(
+        self,
+        connection: wiretime.StampedStream,
+        key: str,
+        first_byte: float,
+        arrived: float | None,
+    ) -> None:
+        """Add to ``busy``/``busy_reads`` as the response's bytes go out (maybe in two writes)."""
+        last = {"busy": first_byte if arrived is None else arrived, "busy_reads": first_byte}
 
         def sent(at: float) -> None:
-            nonlocal last
-            self.busy[key] = self.busy.get(key, 0.0) + at - last
-            last = at
+            for name in last:
+                busy: dict[str, float] = getattr(self, name)
+                busy[key] = busy.get(key, 0.0) + at - last[name]
+                last[name] = at
 
         connection.on_sent = sent
 
@@ -216,11 +234,15 @@ class TurnSample:
     """One message→reply cycle of the turns command (seconds)."""
 
     turn: int
-    #: Webhook sent → reply's first byte read by the fake Whapi.
+    #: Webhook sent → the reply's last bytes reached the fake Whapi's socket (kernel time).
     end_to_end: float
-    #: In the fake OpenAI: first byte read → response handed to the socket, summed.
+    #: In the fake OpenAI: request's last bytes reached the socket → response handed to the
+    #: socket, summed over the turn's calls.
     inside_fakes: float
     ack: float
+    #: The same two from the requests' first bytes read (the load process's read delay counts).
+    end_to_end_reads: float
+    inside_fakes_reads: float
     #: The same two taken at the fakes' handlers (start of the reply's; OpenAI's own time).
     end_to_end_handlers: float
     inside_fakes_handlers: float
@@ -441,6 +463,8 @@ class LoadProcess:
                             end_to_end=self.whapi.last_reply_at[user] - sent,
                             inside_fakes=self.openai.busy[sid],
                             ack=acked - sent,
+                            end_to_end_reads=self.whapi.last_reply_read_at[user] - sent,
+                            inside_fakes_reads=self.openai.busy_reads[sid],
                             end_to_end_handlers=self.whapi.last_reply_handled_at[user] - sent,
                             inside_fakes_handlers=self.openai.busy_handlers[sid],
                         )
@@ -465,6 +489,9 @@ class LoadProcess:
                 "inside_fakes": latency_summary([r.inside_fakes for r in chosen]),
                 "overhead": latency_summary([r.end_to_end - r.inside_fakes for r in chosen]),
                 "ack": latency_summary([r.ack for r in chosen]),
+                "overhead_reads": latency_summary(
+                    [r.end_to_end_reads - r.inside_fakes_reads for r in chosen]
+                ),
                 "overhead_handlers": latency_summary(
                     [r.end_to_end_handlers - r.inside_fakes_handlers for r in chosen]
                 ),

@@ -13,8 +13,12 @@ ASGI ``client`` address (``enter_request``, ``current_request``) and can then co
 - for an OpenAI call, from its first byte read to its response's last bytes handed to the
   socket.
 
-Both stamps lean against wabot: the load process's delay in reading a request's first byte
-(its loop busy with other users) and the write of a response's last bytes count as wabot's.
+Those stamps lean against wabot: the load process's delay in reading a request's first byte
+(its loop busy with other users) counts as wabot's. So each read also takes the kernel's
+receive time of the data it returned (``SO_TIMESTAMPNS``; for TCP the kernel reports the last
+segment the read consumed): ``arrived``, read by a handler once the request's body is in, is
+when the request's last bytes reached the fake's socket — on loopback, the moment wabot's
+send of them returned — however late the load process got round to reading them.
 
 Installing swaps the ``TCPServer`` that ``hypercorn.trio`` serves each connection with for a
 subclass that wraps the stream: a load-process-only hook, since hypercorn has no option for it.
@@ -23,6 +27,10 @@ subclass that wraps the stream: a load-process-only hook, since hypercorn has no
 from __future__ import annotations
 
 import contextvars
+import errno
+import socket
+import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +45,12 @@ OnSent = Callable[[float], None]
 _request: contextvars.ContextVar[tuple[StampedStream | None, float | None]] = (
     contextvars.ContextVar("wiretime_request", default=(None, None))
 )
+#: Linux's ``SO_TIMESTAMPNS`` (the ``socket`` module does not name it): each received segment
+#: carries its kernel receive time, reported as a ``struct timespec`` of CLOCK_REALTIME.
+_SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("qq")
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+_DEFAULT_RECEIVE_SIZE = 65536
 #: Open stamped connections by peer address (host, port).
 _connections: dict[tuple[str, int], StampedStream] = {}
 
@@ -53,6 +67,10 @@ class StampedStream:
         #: response; a body read after its headers is not a new request).
         self._between_requests = True
         self.on_sent: OnSent | None = None
+        #: Kernel receive time (trio clock) of the data the latest read returned; None if the
+        #: kernel gave none.
+        self.arrived: float | None = None
+        inner.socket.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         peer = inner.socket.getpeername()
         self.peer: tuple[str, int] = (peer[0], peer[1])
         _connections[self.peer] = self
@@ -63,10 +81,24 @@ class StampedStream:
         return getattr(self._inner, name)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self._inner.receive_some(max_bytes)
-        if data and self._between_requests:
-            self.first_read = trio.current_time()
-            self._between_requests = False
+        # What ``trio.SocketStream.receive_some`` does, with ``recvmsg`` for the timestamp.
+        size = _DEFAULT_RECEIVE_SIZE if max_bytes is None else max_bytes
+        if size < 1:
+            raise ValueError("max_bytes must be >= 1")
+        try:
+            data, ancillary, _flags, _address = await self._inner.socket.recvmsg(
+                size, _ANCILLARY_SIZE
+            )
+        except OSError as exc:
+            if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                raise trio.ClosedResourceError("this socket was already closed") from None
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        if data:
+            now = trio.current_time()
+            self.arrived = _kernel_time(ancillary, now)
+            if self._between_requests:
+                self.first_read = now
+                self._between_requests = False
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -90,13 +122,41 @@ class StampedStream:
         await self._inner.aclose()
 
 
+def _kernel_time(ancillary: list[tuple[int, int, bytes]], now: float) -> float | None:
+    """The receive time in ``ancillary`` on the trio clock (``now`` is the trio time of now).
+
+    Converted by age: CLOCK_REALTIME now minus the stamp, taken back from ``now``; a clock
+    step between the two readings is the only error, and an age below zero is read as zero.
+    """
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= 16:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+            age = time.clock_gettime(time.CLOCK_REALTIME) - (seconds + nanoseconds * 1e-9)
+            return now - max(age, 0.0)
+    return None
+
+
 class _StampedTCPServer(TCPServer):
     def __init__(self, app: Any, config: Any, context: Any, state: Any, stream: Any) -> None:
         super().__init__(app, config, context, state, StampedStream(stream))
 
 
+#: A socket that asks for receive times and stays open while the process lives (``install``).
+_keep_stamping: list[socket.socket] = []
+
+
 def install() -> None:
-    """Stamp every connection ``hypercorn.trio.serve`` accepts from now on, in this process."""
+    """Stamp every connection ``hypercorn.trio.serve`` accepts from now on, in this process.
+
+    Linux stamps received segments only while some socket asks for it, and switches that on
+    asynchronously: the first segments of a connection, queued before the connection is
+    accepted and asks, would have no time. One socket asking for the process's lifetime keeps
+    it on.
+    """
+    if not _keep_stamping:
+        keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        keeper.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        _keep_stamping.append(keeper)
     hypercorn.trio.run.TCPServer = _StampedTCPServer  # type: ignore[misc]
 
 

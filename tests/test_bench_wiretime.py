@@ -2,11 +2,13 @@
 
 A request's stamp is its first byte read; the rest of its body read later must not restamp it,
 or the next request on the connection would inherit a stale time (the fake's time then swells
-and the overhead goes negative, as a first version did).
+and the overhead goes negative, as a first version did). Each read also carries the kernel's
+receive time of what it returned, which must not move when the reader is late.
 """
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from bench import wiretime
@@ -71,6 +73,50 @@ async def test_requests_find_their_connection_by_client_address() -> None:
         assert connection is server and first_byte is not None
         wiretime.enter_request({"type": "http", "client": ("127.0.0.1", 1)})
         assert wiretime.current_request() == (None, None)
+    finally:
+        await client.aclose()
+        await server.aclose()
+        for listener in listeners:
+            await listener.aclose()
+
+
+async def test_the_kernel_time_is_when_bytes_arrived_not_when_they_were_read() -> None:
+    client, server, listeners = await _pair()
+    try:
+        before = trio.current_time()
+        await client.send_all(b"POST / HTTP/1.1\r\n\r\n")
+        sent = trio.current_time()
+        await trio.sleep(0.05)  # the load process busy elsewhere
+        await _read(server, 19)
+        read = trio.current_time()
+        assert server.arrived is not None
+        assert before - 0.002 <= server.arrived <= sent + 0.002
+        assert read - server.arrived >= 0.045
+
+        # A body sent later: the latest read reports the later arrival (the request's end).
+        await client.send_all(b"body")
+        body_sent = trio.current_time()
+        await trio.sleep(0.05)
+        await _read(server, 4)
+        assert server.arrived is not None
+        assert sent <= server.arrived <= body_sent + 0.002
+    finally:
+        await client.aclose()
+        await server.aclose()
+        for listener in listeners:
+            await listener.aclose()
+
+
+async def test_a_closed_stream_reads_as_closed() -> None:
+    client, server, listeners = await _pair()
+    try:
+        await client.send_all(b"x")
+        await _read(server, 1)
+        await client.aclose()
+        assert await server.receive_some() == b""  # EOF, as trio's stream reports it
+        server.socket.close()
+        with pytest.raises(trio.ClosedResourceError):
+            await server.receive_some()
     finally:
         await client.aclose()
         await server.aclose()
