@@ -145,18 +145,22 @@ class _StampedTCPServer(TCPServer):
 _keep_stamping: list[socket.socket] = []
 
 
-def install() -> None:
-    """Stamp every connection ``hypercorn.trio.serve`` accepts from now on, in this process.
+def keep_stamping() -> None:
+    """Keep the kernel stamping received segments for the rest of this process.
 
-    Linux stamps received segments only while some socket asks for it, and switches that on
-    asynchronously: the first segments of a connection, queued before the connection is
-    accepted and asks, would have no time. One socket asking for the process's lifetime keeps
-    it on.
+    Linux stamps them only while some socket asks for it, and switches that on asynchronously:
+    the first segments of a connection, queued before the connection is accepted and asks,
+    would have no time. One socket asking for the process's lifetime keeps it on.
     """
     if not _keep_stamping:
         keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         keeper.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         _keep_stamping.append(keeper)
+
+
+def install() -> None:
+    """Stamp every connection ``hypercorn.trio.serve`` accepts from now on, in this process."""
+    keep_stamping()
     hypercorn.trio.run.TCPServer = _StampedTCPServer  # type: ignore[misc]
 
 
