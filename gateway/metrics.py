@@ -15,7 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -130,6 +135,14 @@ class ServiceCollector(Collector):
                 "wabot_store_last_commit_seconds",
                 "Duration of the latest group commit (write + fsync)",
                 value=stats.last_commit_seconds,
+            )
+            syncs = stats.journal_syncs
+            yield HistogramMetricFamily(
+                "wabot_store_journal_sync_seconds",
+                "Time the disk took to write and fsync a journal batch (timed in its thread)",
+                buckets=[(repr(bound), count) for bound, count in syncs.buckets]
+                + [("+Inf", syncs.count)],
+                sum_value=syncs.total_seconds,
             )
 
         deps = service.deps

@@ -33,6 +33,7 @@ import trio
 
 from store.backups import copy_to_backup, list_backups, rotate
 from store.config import StoreConfig
+from store.disktime import DurationHistogram
 from store.errors import StoreUnavailable
 from store.journal import JournalWriter, frame
 from store.layout import DAILY, HOURLY, DataFiles
@@ -109,6 +110,7 @@ class Store:
         self._compactions = 0
         self._backups = 0
         self._last_commit_seconds = 0.0
+        self._journal_syncs = DurationHistogram()
         self._last_compaction_seconds = 0.0
         self._quarantined = count_quarantine(files.quarantine)
 
@@ -173,6 +175,7 @@ class Store:
             journal_bytes=self._journal_bytes(),
             snapshot_bytes=self._snapshot_bytes,
             last_commit_seconds=self._last_commit_seconds,
+            journal_syncs=self._journal_syncs.summary(),
             commits=self._commits,
             mutations=self._mutations,
             compactions=self._compactions,
@@ -360,10 +363,11 @@ class Store:
                     return
                 started = time.perf_counter()
                 try:
-                    await trio.to_thread.run_sync(writer.append, b"".join(lines))
+                    synced = await trio.to_thread.run_sync(writer.append, b"".join(lines))
                 except OSError as exc:
                     self._on_journal_failure(f"journal write failed: {exc}")
                     return
+                self._journal_syncs.observe(synced)
                 self._last_commit_seconds = time.perf_counter() - started
                 self._durable_seq = seq
                 self._commits += 1

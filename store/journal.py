@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,12 @@ class JournalWriter:
         fd = io.open_append(path)
         return cls(io, path, fd, os.fstat(fd).st_size)
 
-    def append(self, data: bytes) -> None:
-        """Write and fsync ``data``. On failure the fd must not be used again (fsyncgate)."""
+    def append(self, data: bytes) -> float:
+        """Write and fsync ``data``; return the seconds that took.
+
+        On failure the fd must not be used again (fsyncgate).
+        """
+        started = time.perf_counter()
         try:
             self.io.write_all(self.fd, data)
             self.io.fsync(self.fd)
@@ -109,6 +114,7 @@ class JournalWriter:
                 self.io.truncate(self.fd, self.size)
             raise
         self.size += len(data)
+        return time.perf_counter() - started
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -6,6 +6,8 @@ import enum
 
 import attrs
 
+from store.disktime import DurationSummary
+
 
 class InboxStatus(enum.Enum):
     """Where an inbound message id stands in the durable inbox."""
@@ -26,6 +28,8 @@ class StoreStats:
     journal_bytes: int
     snapshot_bytes: int
     last_commit_seconds: float
+    #: The journal's write + fsync times, as the disk took them (``store.disktime``).
+    journal_syncs: DurationSummary
     commits: int
     mutations: int
     compactions: int

@@ -82,6 +82,18 @@ async def test_metrics_reflect_a_scripted_run(tmp_path: Path) -> None:
             assert value(samples, "wabot_snapshot_bytes") > 0
             assert value(samples, "wabot_rss_bytes") > 10 * 2**20
             assert value(samples, "wabot_store_commits_total") >= 3
+            # Every group commit's write + fsync, timed by the disk (store.disktime).
+            syncs = value(samples, "wabot_store_journal_sync_seconds_count")
+            assert syncs == value(samples, "wabot_store_commits_total")
+            assert value(samples, "wabot_store_journal_sync_seconds_bucket", le="+Inf") == syncs
+            assert value(samples, "wabot_store_journal_sync_seconds_sum") > 0
+            sync_buckets = [
+                (float(dict(labels)["le"]), count)
+                for (name, labels), count in samples.items()
+                if name == "wabot_store_journal_sync_seconds_bucket"
+            ]
+            counts = [count for _, count in sorted(sync_buckets)]
+            assert counts == sorted(counts) and len(counts) > 5
             assert value(samples, "wabot_dedupe_window_ids") == 4
             assert value(samples, "wabot_mailbox_depth_max") == 0
             assert sent >= 3
