@@ -2,13 +2,15 @@
 
 Runs ingest, memory, overhead, store, drain and soak in turn (each prints its table and
 writes ``bench/results/<name>.json``); one failing benchmark is reported and the others
-still run. ``--quick`` (``make bench``) finishes in about three minutes with reduced sizes
-that each benchmark states; ``--full`` (``make bench-full``) takes about 35 minutes.
+still run. Dirty data is flushed to disk (``sync``) before each benchmark starts.
+``--quick`` (``make bench``) finishes in about three minutes with reduced sizes that each
+benchmark states; ``--full`` (``make bench-full``) takes about 35 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     for name in names:
         print(f"\n=== {name} ===", flush=True)
+        # The previous benchmark's written and deleted files: their writeback and discards
+        # would otherwise land in this one's fsyncs.
+        os.sync()
         t0 = time.monotonic()
         try:
             BENCHMARKS[name](quick)
