@@ -110,3 +110,44 @@ async def test_freed_memory_is_given_back_once_many_actors_have_retired() -> Non
     assert not fresh.trim_due()
     live.count = 0
     assert not fresh.trim_due(), "fewer than 1 000 retired: not worth a trim"
+
+
+async def test_freed_memory_is_given_back_when_rss_creeps_up_in_steady_traffic() -> None:
+    """Few live actors, so none retire in numbers; RSS grows (the C heap keeps freed pages)."""
+    service = _Service()
+    service.supervisor.count = 200
+    rss = [100 * 2**20]
+    watchdog = MemoryWatchdog(
+        service,  # type: ignore[arg-type]
+        soft_bytes=0,
+        hard_bytes=0,
+        interval=0.01,
+        measure=lambda: rss[0],
+        trim_growth_interval=0.2,
+    )
+    watchdog.check()
+    assert not watchdog.trim_due()  # the first check is the baseline
+    await trio.sleep(0.25)
+    rss[0] += 7 * 2**20
+    watchdog.check()
+    assert not watchdog.trim_due(), "7 MiB is under both 8 MiB and 5 %"
+    rss[0] += 2 * 2**20
+    watchdog.check()
+    assert watchdog.trim_due()
+    await watchdog.trim()
+    assert watchdog.trims == (1 if release_free_memory() else 0)
+    rss[0] += 9 * 2**20
+    watchdog.check()
+    assert not watchdog.trim_due(), "grown again, but the last trim was just now"
+    await trio.sleep(0.25)
+    assert watchdog.trim_due()
+    # On a large heap the threshold is 5 %: 40 MiB of 1 GiB is not enough.
+    rss[0] = 2**30
+    await watchdog.trim()
+    rss[0] += 40 * 2**20
+    await trio.sleep(0.25)
+    watchdog.check()
+    assert not watchdog.trim_due()
+    rss[0] += 20 * 2**20
+    watchdog.check()
+    assert watchdog.trim_due()
