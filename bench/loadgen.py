@@ -218,13 +218,14 @@ class TimedOpenAI(_WireStamped, FakeOpenAI):
         arrived: float | None,
     ) -> None:
         """Add to ``busy``/``busy_reads`` as the response's bytes go out (maybe in two writes)."""
-        last = {"busy": first_byte if arrived is None else arrived, "busy_reads": first_byte}
+        since = first_byte if arrived is None else arrived
+        since_read = first_byte
 
         def sent(at: float) -> None:
-            for name in last:
-                busy: dict[str, float] = getattr(self, name)
-                busy[key] = busy.get(key, 0.0) + at - last[name]
-                last[name] = at
+            nonlocal since, since_read
+            self.busy[key] = self.busy.get(key, 0.0) + at - since
+            self.busy_reads[key] = self.busy_reads.get(key, 0.0) + at - since_read
+            since = since_read = at
 
         connection.on_sent = sent
 

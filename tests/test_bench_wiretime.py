@@ -8,19 +8,30 @@ receive time of what it returned, which must not move when the reader is late.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 
 from bench import wiretime
 
 
-async def _pair() -> tuple[trio.SocketStream, wiretime.StampedStream, list[trio.SocketListener]]:
+@asynccontextmanager
+async def _pair() -> AsyncIterator[tuple[trio.SocketStream, wiretime.StampedStream]]:
+    """A loopback connection: a plain client stream, the server side stamped; closed after."""
     wiretime.keep_stamping()
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     client = await trio.open_tcp_stream("127.0.0.1", port)
     server = wiretime.StampedStream(await listeners[0].accept())
-    return client, server, listeners
+    try:
+        yield client, server
+    finally:
+        await client.aclose()
+        await server.aclose()
+        for listener in listeners:
+            await listener.aclose()
 
 
 async def _until_stamped(client: trio.SocketStream, server: wiretime.StampedStream) -> None:
@@ -39,8 +50,7 @@ async def _read(stream: wiretime.StampedStream, size: int) -> None:
 
 
 async def test_a_request_is_stamped_at_its_first_byte_and_only_once() -> None:
-    client, server, listeners = await _pair()
-    try:
+    async with _pair() as (client, server):
         before_first = trio.current_time()
         await client.send_all(b"POST / HTTP/1.1\r\n\r\n")
         await _read(server, 19)
@@ -65,16 +75,10 @@ async def test_a_request_is_stamped_at_its_first_byte_and_only_once() -> None:
         await _read(server, 18)
         second = server.take_request()
         assert second is not None and second >= before_second
-    finally:
-        await client.aclose()
-        await server.aclose()
-        for listener in listeners:
-            await listener.aclose()
 
 
 async def test_requests_find_their_connection_by_client_address() -> None:
-    client, server, listeners = await _pair()
-    try:
+    async with _pair() as (client, server):
         await client.send_all(b"GET / HTTP/1.1\r\n\r\n")
         await _read(server, 18)
         host, port = client.socket.getsockname()[:2]
@@ -83,16 +87,10 @@ async def test_requests_find_their_connection_by_client_address() -> None:
         assert connection is server and first_byte is not None
         wiretime.enter_request({"type": "http", "client": ("127.0.0.1", 1)})
         assert wiretime.current_request() == (None, None)
-    finally:
-        await client.aclose()
-        await server.aclose()
-        for listener in listeners:
-            await listener.aclose()
 
 
 async def test_the_kernel_time_is_when_bytes_arrived_not_when_they_were_read() -> None:
-    client, server, listeners = await _pair()
-    try:
+    async with _pair() as (client, server):
         await _until_stamped(client, server)
         before = trio.current_time()
         await client.send_all(b"POST / HTTP/1.1\r\n\r\n")
@@ -112,16 +110,10 @@ async def test_the_kernel_time_is_when_bytes_arrived_not_when_they_were_read() -
         await _read(server, 4)
         assert server.arrived is not None
         assert sent + 0.04 <= server.arrived <= body_sent + 0.01
-    finally:
-        await client.aclose()
-        await server.aclose()
-        for listener in listeners:
-            await listener.aclose()
 
 
 async def test_a_closed_stream_reads_as_closed() -> None:
-    client, server, listeners = await _pair()
-    try:
+    async with _pair() as (client, server):
         await client.send_all(b"x")
         await _read(server, 1)
         await client.aclose()
@@ -129,8 +121,3 @@ async def test_a_closed_stream_reads_as_closed() -> None:
         server.socket.close()
         with pytest.raises(trio.ClosedResourceError):
             await server.receive_some()
-    finally:
-        await client.aclose()
-        await server.aclose()
-        for listener in listeners:
-            await listener.aclose()
