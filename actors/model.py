@@ -45,6 +45,13 @@ class ModelError(Exception):
     """The model could not produce an answer for this turn."""
 
 
+class ConversationNotFound(ModelError):
+    """OpenAI no longer knows the conversation (deleted, expired, another project or key).
+
+    Not retried: the caller replaces the conversation with a fresh one and asks again.
+    """
+
+
 @attrs.frozen
 class FunctionCall:
     call_id: str
@@ -321,6 +328,10 @@ async def _classified(awaitable: Any) -> Any:
         if getattr(exc, "code", None) == "conversation_locked":
             raise Retryable("conversation_locked", retry_after=_retry_after(exc)) from exc
         raise ModelError(f"OpenAI rejected the request: {exc.message}") from exc
+    except openai.NotFoundError as exc:
+        if exc.param == "conversation" or "conversation" in exc.message.lower():
+            raise ConversationNotFound(f"OpenAI error 404: {exc.message}") from exc
+        raise ModelError(f"OpenAI error 404: {exc.message}") from exc
     except openai.APIStatusError as exc:
         raise ModelError(f"OpenAI error {exc.status_code}: {exc.message}") from exc
 

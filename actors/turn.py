@@ -26,7 +26,13 @@ import trio
 from actors.context import context_block, developer_note, fingerprint, needs_context
 from actors.events import InboundMessage
 from actors.media import MediaError, PreparedInput, data_url, describe_failure, voice_filename
-from actors.model import ModelError, ModelReply, function_output, user_message
+from actors.model import (
+    ConversationNotFound,
+    ModelError,
+    ModelReply,
+    function_output,
+    user_message,
+)
 from actors.replies import split_parts, to_whatsapp, typing_time
 from actors.tools import ToolContext
 from actors.validation import ToolOutput
@@ -149,15 +155,29 @@ class TurnRunner:
     async def converse(self, record: UserRecord, prepared: PreparedInput) -> Answer:
         actor = self.actor
         conversation_id, fresh = await actor.ensure_conversation(record)
+        try:
+            reply = await self._respond(conversation_id, await self._input(prepared, fresh))
+        except ConversationNotFound:
+            # Deleted or expired on OpenAI's side, or the key now belongs to another project:
+            # this turn goes on in a fresh conversation, seeded like one after a long silence.
+            conversation_id = await actor.replace_lost_conversation(conversation_id)
+            items = await self._input(prepared, fresh=True, lost=True)
+            reply = await self._respond(conversation_id, items)
+        answer = await self._tool_loop(conversation_id, reply)
+        return await self._validated(conversation_id, answer)
+
+    async def _input(
+        self, prepared: PreparedInput, fresh: bool, *, lost: bool = False
+    ) -> list[dict[str, Any]]:
+        """The turn's input items: the context note when due, then the customer's message."""
         items: list[dict[str, Any]] = []
-        note = await self._context_note(fresh)
+        note = await self._context_note(fresh, lost=lost)
         if note is not None:
             items.append(developer_note(note))
         items.append(user_message(prepared.text, prepared.image_urls))
-        answer = await self._tool_loop(conversation_id, items)
-        return await self._validated(conversation_id, answer)
+        return items
 
-    async def _context_note(self, fresh: bool) -> str | None:
+    async def _context_note(self, fresh: bool, *, lost: bool = False) -> str | None:
         actor, settings, last = self.actor, self.settings, self.last
         info = await self.deps.chat_info.get(last.chat_id)
         record = actor.record
@@ -171,7 +191,12 @@ class TurnRunner:
         note = context_block(
             now=now, tz=settings.timezone, user_id=actor.key, profile_name=last.user_name, info=info
         )
-        if fresh and record.last_turn_at is not None:
+        if lost:
+            note += "\nEl historial de la conversación anterior con este cliente se perdió"
+            if record.last_turn_at is not None:
+                note += f" (su último turno fue el {record.last_turn_at:%Y-%m-%d})"
+            note += "; si el cliente se refiere a algo anterior, pídele que lo recuerde."
+        elif fresh and record.last_turn_at is not None:
             note += f"\nLa conversación anterior terminó el {record.last_turn_at:%Y-%m-%d}."
         actor.record = attrs.evolve(
             record, name=name, labels=tuple(labels), context_fingerprint=fp, context_sent_at=now
@@ -189,9 +214,9 @@ class TurnRunner:
                 tools=self.deps.tools.schemas() if tools else (),
             )
 
-    async def _tool_loop(self, conversation_id: str, items: list[dict[str, Any]]) -> Answer:
+    async def _tool_loop(self, conversation_id: str, reply: ModelReply) -> Answer:
+        """Run the tool calls of ``reply`` (the turn's first answer), round after round."""
         settings, actor, last = self.settings, self.actor, self.last
-        reply = await self._respond(conversation_id, items)
         outputs: list[ToolOutput] = []
         context = ToolContext(
             user_id=actor.key,

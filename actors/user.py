@@ -35,7 +35,7 @@ from actors.events import AgentMessage, Control, InboundMessage, Presence
 from actors.logcontext import bind, label_task
 from actors.mailbox import Mailbox
 from actors.media import MediaFetcher
-from actors.model import ModelClient, ModelError
+from actors.model import ConversationNotFound, ModelClient, ModelError
 from actors.runtime import Cell
 from actors.settings import Settings
 from actors.telemetry import Telemetry
@@ -443,7 +443,11 @@ class UserActor:
         try:
             async with self.conversation_lock:
                 with trio.fail_after(self.settings.turn_timeout_seconds):
-                    await self.deps.model.add_items(record.conversation_id, items)
+                    try:
+                        await self.deps.model.add_items(record.conversation_id, items)
+                    except ConversationNotFound:
+                        fresh = await self.replace_lost_conversation(record.conversation_id)
+                        await self.deps.model.add_items(fresh, items)
         except Exception as exc:
             log.warning(
                 "user %s: could not add handoff notes to the conversation: %r", self.key, exc
@@ -554,6 +558,23 @@ class UserActor:
         current = self.record or record
         await self.save(attrs.evolve(current, conversation_id=conversation_id))
         return conversation_id, True
+
+    async def replace_lost_conversation(self, lost_id: str) -> str:
+        """A fresh conversation in place of ``lost_id``, which OpenAI no longer knows; stored
+        before use, like every new conversation."""
+        record = self.record
+        assert record is not None
+        if record.conversation_id and record.conversation_id != lost_id:
+            return record.conversation_id  # already replaced meanwhile
+        log.warning(
+            "user %s: OpenAI no longer knows conversation %s; starting a fresh one",
+            self.key,
+            lost_id,
+        )
+        self.deps.telemetry.conversations_lost.inc()
+        conversation_id = await self.deps.model.create_conversation(self.key)
+        await self.save(attrs.evolve(self.record or record, conversation_id=conversation_id))
+        return conversation_id
 
     async def reset_conversation(self) -> UserRecord:
         assert self.record is not None

@@ -30,6 +30,8 @@ from store.fileio import FileIO
 log = logging.getLogger("gateway.server")
 
 SANDBOX_FILE = "sandbox.json"
+#: The sandbox's fake OpenAI keeps its conversations here, so a restart keeps them as OpenAI would.
+SANDBOX_OPENAI_FILE = "sandbox-openai.json"
 SANDBOX_BANNER = """
 ===============================================================================
   wabot is running in the LOCAL SANDBOX: {missing} not set.
@@ -80,7 +82,12 @@ async def run_server(
             whapi_token = settings.whapi_token or f"sandbox-{secrets.token_hex(8)}"
             openai_key = settings.openai_api_key or f"sandbox-{secrets.token_hex(8)}"
             sandbox = await outer.start(
-                partial(run_sandbox, whapi_token=whapi_token, openai_key=openai_key)
+                partial(
+                    run_sandbox,
+                    whapi_token=whapi_token,
+                    openai_key=openai_key,
+                    openai_state_file=settings.data_dir / SANDBOX_OPENAI_FILE,
+                )
             )
             settings = attrs.evolve(
                 settings,

@@ -4,6 +4,11 @@ It speaks enough of the real API for the official ``openai`` SDK: conversations 
 items, ``POST /v1/responses`` (answers come from a pluggable `Responder`; one response in flight
 per conversation, else 400 ``conversation_locked``; input and output items are appended to the
 conversation only after completion), transcriptions (multipart) and speech (binary audio).
+
+Given a ``state_file``, it keeps its conversations there (loaded at construction, written a
+moment after each change and when it stops), so a sandbox restarted on the same data
+directory still knows the conversations its customers' records name, as the real service
+would.
 """
 
 from __future__ import annotations
@@ -11,13 +16,17 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
+import os
 import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+import trio
 
 from sandbox.base import BoundedDict, FakeServer, Request, Response, Route, json_response, route
 from sandbox.faults import FaultRule, Faults
@@ -51,6 +60,10 @@ AUDIO_CONTENT_TYPES = {
     "pcm": "audio/pcm",
 }
 SIMPLE_TRANSCRIPTION_FORMATS = frozenset({"json", "text"})
+#: How soon after a change the conversations are written to ``state_file``.
+STATE_FLUSH_SECONDS = 0.5
+
+log = logging.getLogger("sandbox.openai")
 
 ResponderResult = str | list[dict[str, Any]]
 Responder = Callable[["ResponseRequest"], ResponderResult | Awaitable[ResponderResult]]
@@ -274,6 +287,7 @@ class FakeOpenAI(FakeServer):
         max_conversations: int = 100_000,
         max_items_per_conversation: int = 1000,
         max_responses: int = 10_000,
+        state_file: Path | None = None,
     ) -> None:
         super().__init__(api_key, faults=faults, max_calls=max_calls)
         self.api_key = api_key
@@ -285,6 +299,10 @@ class FakeOpenAI(FakeServer):
         self.default_transcript = DEFAULT_TRANSCRIPT
         self.max_concurrent_per_conversation = 0
         self.responses_created = 0
+        self.state_file = state_file
+        self._changed = trio.Event()
+        if state_file is not None:
+            self._load_state(state_file)
 
     # ----------------------------------------------------------------- test helpers
     @property
@@ -312,7 +330,61 @@ class FakeOpenAI(FakeServer):
             items=deque((normalize_item(i) for i in items), maxlen=self.max_items_per_conversation),
         )
         self._conversations[conv.id] = conv
+        self._changed.set()
         return conv.id
+
+    # ----------------------------------------------------------------- persistence
+    def _load_state(self, path: Path) -> None:
+        try:
+            saved = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("sandbox: %s is unreadable (%s); starting with no conversations", path, exc)
+            return
+        for entry in saved.get("conversations", []):
+            conv = Conversation(
+                id=entry["id"],
+                created_at=entry["created_at"],
+                metadata=entry.get("metadata") or {},
+                items=deque(entry.get("items") or (), maxlen=self.max_items_per_conversation),
+            )
+            self._conversations[conv.id] = conv
+
+    def save_state(self) -> None:
+        """Write the conversations to ``state_file`` atomically (temp file, fsync, rename)."""
+        if self.state_file is None:
+            return
+        saved = {
+            "conversations": [
+                {**conv.to_json(), "items": list(conv.items)}
+                for conv in self._conversations.values()
+            ]
+        }
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.state_file.with_name(self.state_file.name + ".tmp")
+        with open(temp, "w") as out:
+            json.dump(saved, out, ensure_ascii=False)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, self.state_file)
+
+    async def _keep_state(self) -> None:
+        while True:
+            await self._changed.wait()
+            await trio.sleep(STATE_FLUSH_SECONDS)
+            self._changed = trio.Event()
+            await trio.to_thread.run_sync(self.save_state)
+
+    async def started(self, nursery: trio.Nursery) -> None:
+        """Keep the conversations in ``state_file`` while serving (when one is given)."""
+        if self.state_file is not None:
+            nursery.start_soon(self._keep_state)
+
+    async def stopping(self) -> None:
+        """Write the conversations one last time."""
+        if self.state_file is not None:
+            self.save_state()
 
     # ----------------------------------------------------------------- server plumbing
     def error_response(
@@ -413,12 +485,14 @@ class FakeOpenAI(FakeServer):
         if conv is None:
             return self._not_found("Conversation", request.params["cid"])
         conv.metadata = dict(request.json.get("metadata") or {})
+        self._changed.set()
         return json_response(200, conv.to_json())
 
     async def _delete_conversation(self, request: Request, fault: FaultRule | None) -> Response:
         cid = request.params["cid"]
         if self._conversations.pop(cid, None) is None:
             return self._not_found("Conversation", cid)
+        self._changed.set()
         return json_response(200, {"id": cid, "object": "conversation.deleted", "deleted": True})
 
     @staticmethod
@@ -437,6 +511,7 @@ class FakeOpenAI(FakeServer):
             return self._not_found("Conversation", request.params["cid"])
         created = [normalize_item(i) for i in request.json["items"]]
         conv.items.extend(created)
+        self._changed.set()
         return json_response(200, self._item_list(created))
 
     async def _list_items(self, request: Request, fault: FaultRule | None) -> Response:
@@ -634,6 +709,7 @@ class FakeOpenAI(FakeServer):
             conv.items.extend(input_items)
             conv.items.extend(output)
             conv.responses.append(response)
+            self._changed.set()
         self._responses[response_id] = StoredResponse(response, prior + input_items + output)
         self.responses_created += 1
         return json_response(200, response)

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import attrs
 import trio
@@ -37,11 +38,15 @@ async def run_sandbox(
     openai_port: int = 0,
     webhook_url: str | None = None,
     webhook_headers: Mapping[str, str] | None = None,
+    openai_state_file: Path | None = None,
     task_status: trio.TaskStatus[SandboxURLs] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve a FakeWhapi and a FakeOpenAI until cancelled; report their `SandboxURLs`."""
+    """Serve a FakeWhapi and a FakeOpenAI until cancelled; report their `SandboxURLs`.
+
+    ``openai_state_file`` keeps the fake OpenAI's conversations across restarts.
+    """
     whapi = FakeWhapi(whapi_token, webhook_url=webhook_url, webhook_headers=webhook_headers)
-    openai = FakeOpenAI(openai_key)
+    openai = FakeOpenAI(openai_key, state_file=openai_state_file)
     async with trio.open_nursery() as nursery:
         whapi_url = await nursery.start(
             lambda task_status: whapi.serve(host=host, port=whapi_port, task_status=task_status)
