@@ -3,7 +3,9 @@
 Commands:
     backup [--kind KIND]  write a backup of the current state into data/backups/
     verify                check snapshot, journal and every backup; print counts
-    restore FILE          install a backup as the snapshot (the damaged files are kept aside)
+    restore FILE          install a backup as the snapshot (the damaged files are kept aside);
+                          a FILE that is missing, unreadable or holds no valid record is
+                          refused and nothing changes (--allow-empty: restore zero records)
     stats                 counts and sizes
     list [--json]         one line per user (the successor of the original getAllThreadsInfo)
     import PATH           merge the original bot's files (threads.json, threads-data.json,
@@ -43,6 +45,7 @@ from store.lock import DataDirLock
 from store.quarantine import QuarantineItem, append_quarantine, count_quarantine
 from store.records import format_time
 from store.snapshot import (
+    RecordsRead,
     inbox_chunks,
     read_inbox,
     read_records,
@@ -73,14 +76,14 @@ def main(argv: list[str], config: StoreConfig) -> int:
         if args.command == "backup":
             return _backup(files, config, out, args.kind)
         if args.command == "restore":
-            return _restore(files, config, out, Path(args.file))
+            return _restore(files, config, out, Path(args.file), args.allow_empty)
         if args.command == "import":
             return _import(config, out, Path(args.path))
     except DataDirLocked as exc:
         print(f"wabot store {args.command}: refused: {exc}", file=sys.stderr)
         return REFUSED
     except StoreCorrupt as exc:
-        print(f"wabot store {args.command}: {exc}", file=sys.stderr)
+        print(f"wabot store {args.command}: {exc.damage}; {exc.advice}", file=sys.stderr)
         return FAILED
     except (OSError, ValueError) as exc:
         print(f"wabot store {args.command}: failed: {exc}", file=sys.stderr)
@@ -97,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("verify", help="check snapshot, journal and backups")
     restore = commands.add_parser("restore", help="install a backup as the snapshot")
     restore.add_argument("file")
+    restore.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="restore even if FILE holds no valid record (empties the store on purpose)",
+    )
     commands.add_parser("stats", help="counts and sizes")
     listing = commands.add_parser("list", help="one line per user")
     listing.add_argument("--json", action="store_true", help="print a JSON object instead")
@@ -261,9 +269,36 @@ def _backup(files: DataFiles, config: StoreConfig, out: TextIO, kind: str) -> in
     return OK
 
 
-def _restore(files: DataFiles, config: StoreConfig, out: TextIO, source: Path) -> int:
+def _read_source(source: Path, allow_empty: bool) -> RecordsRead | str:
+    """The records to restore from ``source``, or why it must not be restored."""
+    try:
+        read = read_records(source, missing_ok=False)
+    except FileNotFoundError:
+        return f"{source} does not exist"
+    except StoreCorrupt as exc:
+        where = f" (line {exc.line})" if exc.line is not None else ""
+        return f"{source} is not a valid snapshot{where}: {exc.detail}"
+    except OSError as exc:
+        return f"{source} cannot be read: {exc.strerror or exc}"
+    if read.records or allow_empty:
+        return read
+    if read.invalid:
+        user_id, _raw, why = read.invalid[0]
+        return (
+            f"{source} holds no valid records ({len(read.invalid)} invalid, e.g. {user_id}: {why})"
+        )
+    return f"{source} holds no records (pass --allow-empty to empty the store on purpose)"
+
+
+def _restore(
+    files: DataFiles, config: StoreConfig, out: TextIO, source: Path, allow_empty: bool
+) -> int:
     io = config.io
-    read = read_records(source)  # validates first: StoreCorrupt if unreadable
+    # Validate before anything is touched: a bad source must leave data/ exactly as it was.
+    read = _read_source(source, allow_empty)
+    if isinstance(read, str):
+        print(f"wabot store restore: {read}; nothing was changed", file=sys.stderr)
+        return FAILED
     lock = DataDirLock(files.lock)
     lock.acquire()  # DataDirLocked -> exit 2
     try:

@@ -32,7 +32,11 @@ class DataDirLocked(StoreError):
 
 
 class StoreCorrupt(StoreError):
-    """A data file is unreadable in a way that is not a torn journal tail: start refuses."""
+    """A data file is unreadable in a way that is not a torn journal tail: start refuses.
+
+    ``str()`` is the server's start-up refusal; commands that are not starting anything say
+    what they do and use ``damage`` and ``advice`` instead.
+    """
 
     def __init__(
         self,
@@ -41,19 +45,27 @@ class StoreCorrupt(StoreError):
         line: int | None = None,
         backup: Path | None = None,
     ) -> None:
-        where = f"{path}" + (f" line {line}" if line is not None else "")
-        if backup is not None:
-            advice = (
-                f"the newest valid backup is {backup}; restore it with "
-                f"`wabot store restore {backup}` (the damaged files are kept aside)"
-            )
-        else:
-            advice = (
-                "no valid backup was found in the backups directory; move the damaged file "
-                "aside only if you accept losing its contents"
-            )
-        super().__init__(f"{where} is corrupt: {detail}. Refusing to start: {advice}")
         self.path = path
         self.line = line
         self.detail = detail
         self.backup = backup
+        super().__init__(f"{self.damage}. Refusing to start: {self.advice}")
+
+    @property
+    def damage(self) -> str:
+        """Which file is damaged, where, and how."""
+        where = f"{self.path}" + (f" line {self.line}" if self.line is not None else "")
+        return f"{where} is corrupt: {self.detail}"
+
+    @property
+    def advice(self) -> str:
+        """What to do about it: the newest valid backup and the restore command, if any."""
+        if self.backup is not None:
+            return (
+                f"the newest valid backup is {self.backup}; restore it with "
+                f"`wabot store restore {self.backup}` (the damaged files are kept aside)"
+            )
+        return (
+            "no valid backup was found in the backups directory; move the damaged file "
+            "aside only if you accept losing its contents"
+        )

@@ -122,14 +122,23 @@ class RecordsRead:
     bytes: int = 0
 
 
-def read_records(path: Path, backup: Path | None = None) -> RecordsRead:
-    """Read a keyed records file (ours or any keyed JSON object). Missing file = empty."""
+def read_records(path: Path, backup: Path | None = None, *, missing_ok: bool = True) -> RecordsRead:
+    """Read a keyed records file (ours or any keyed JSON object).
+
+    A missing file is an empty store when ``missing_ok`` (the data directory's own snapshot
+    before the first one is written); otherwise ``FileNotFoundError`` propagates. A file that
+    exists but is empty is never a store: ``StoreCorrupt``, as for any unparseable file.
+    """
     result = RecordsRead()
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return result
+        if missing_ok:
+            return result
+        raise
     result.bytes = len(data)
+    if not data.strip():
+        raise StoreCorrupt(path, f"the file is empty ({len(data)} bytes)", None, backup)
     raw = _parse_line_per_record(data)
     if raw is None:
         try:

@@ -186,3 +186,93 @@ async def test_import_rejects_non_json(tmp_path: Path, capsys: pytest.CaptureFix
     legacy.write_text("not json")
     assert await run_cli(["import", str(legacy)], StoreConfig(data_dir=tmp_path / "data")) == 1
     assert "not valid JSON" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- refused restores
+
+
+def files_of(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and directory (None) under ``root``, by relative path."""
+    return {
+        str(path.relative_to(root)): None if path.is_dir() else path.read_bytes()
+        for path in sorted(root.rglob("*"))
+    }
+
+
+async def store_with_backup(config: StoreConfig) -> Path:
+    """A data directory holding two records, their journal and one valid backup."""
+    async with open_store(config) as store:
+        await store.put(record("573001", conversation_id="conv_1"))
+        backup = await store.backup()
+        await store.put(record("573002"))
+    return backup
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "does not exist"),
+        (b"", "is empty"),
+        (b"  \n", "is empty"),
+        (b'{"573001": {"chatId": tru', "not valid JSON"),
+        (b"\xff\xfe garbage \x00", "not valid JSON"),
+        (b"[]", "found an array"),
+        (b"{}", "holds no records"),
+        (b'{"573001": {"chatId": 5}, "573002": "nope"}', "holds no valid records"),
+    ],
+    ids=["missing", "empty", "blank", "truncated", "binary", "array", "zero", "all-invalid"],
+)
+async def test_restore_of_a_bad_source_changes_nothing_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None, problem: str
+) -> None:
+    config = StoreConfig(data_dir=tmp_path / "data")
+    backup = await store_with_backup(config)
+    source = tmp_path / "source.json"
+    if content is not None:
+        source.write_bytes(content)
+    before = files_of(config.data_dir)
+    capsys.readouterr()
+    assert await run_cli(["restore", str(source)], config) == 1
+    captured = capsys.readouterr()
+    assert files_of(config.data_dir) == before, "a refused restore must change nothing"
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"wabot store restore: {source}")
+    assert problem in lines[0] and lines[0].endswith("nothing was changed")
+    assert "Refusing to start" not in captured.err and "no valid backup" not in captured.err
+    assert captured.out == ""
+    assert backup.exists()
+
+
+async def test_restore_of_an_unreadable_source_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = StoreConfig(data_dir=tmp_path / "data")
+    await store_with_backup(config)
+    source = tmp_path / "a-directory.json"
+    source.mkdir()
+    before = files_of(config.data_dir)
+    capsys.readouterr()
+    assert await run_cli(["restore", str(source)], config) == 1
+    err = capsys.readouterr().err
+    assert files_of(config.data_dir) == before
+    assert err.count("\n") == 1 and "cannot be read" in err and "nothing was changed" in err
+
+
+async def test_restore_allow_empty_installs_an_empty_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = StoreConfig(data_dir=tmp_path / "data")
+    await store_with_backup(config)
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    assert await run_cli(["restore", "--allow-empty", str(empty)], config) == 0
+    out = capsys.readouterr().out
+    assert f"restored 0 records from {empty}" in out
+    async with open_store(config) as store:
+        assert len(store) == 0  # the journal's puts were folded into the snapshot set aside
+    aside = list((config.data_dir / "aside").glob("restore-*/threads-data.json"))
+    assert len(aside) == 1 and b"573001" in aside[0].read_bytes()
+    # --allow-empty allows zero records, not a missing or unreadable file.
+    assert await run_cli(["restore", "--allow-empty", str(tmp_path / "nope.json")], config) == 1
+    assert "does not exist" in capsys.readouterr().err
