@@ -211,7 +211,8 @@ def _verify(files: DataFiles, config: StoreConfig, out: TextIO) -> int:
     try:
         loaded = read_consistent(files, config)
     except StoreCorrupt as exc:
-        print(f"CORRUPT: {exc}", file=out)
+        print(f"CORRUPT: {exc.damage}", file=out)
+        print(f"to repair: {exc.advice}", file=out)
         problems += 1
     else:
         print(
@@ -233,8 +234,12 @@ def _verify(files: DataFiles, config: StoreConfig, out: TextIO) -> int:
     for backup in backups:
         try:
             valid, invalid = validate_backup(backup.path)
-        except (StoreCorrupt, OSError) as exc:
-            print(f"CORRUPT backup: {backup.path.name}: {exc}", file=out)
+        except StoreCorrupt as exc:
+            print(f"CORRUPT backup: {backup.path.name}: {exc.detail}", file=out)
+            problems += 1
+            continue
+        except OSError as exc:
+            print(f"CORRUPT backup: {backup.path.name}: cannot be read: {exc}", file=out)
             problems += 1
             continue
         extra = f", {invalid} invalid" if invalid else ""

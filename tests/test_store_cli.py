@@ -276,3 +276,50 @@ async def test_restore_allow_empty_installs_an_empty_store(
     # --allow-empty allows zero records, not a missing or unreadable file.
     assert await run_cli(["restore", "--allow-empty", str(tmp_path / "nope.json")], config) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+async def test_commands_on_a_damaged_store_name_the_backup_not_a_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = StoreConfig(data_dir=tmp_path / "data")
+    backup = await store_with_backup(config)
+    (config.data_dir / "threads-data.json").write_bytes(b'{\n"573001": {"chatId": "x", trunc')
+    capsys.readouterr()
+    assert await run_cli(["verify"], config) == 1
+    out = capsys.readouterr().out
+    assert "CORRUPT: " in out and "threads-data.json" in out
+    assert f"the newest valid backup is {backup}" in out
+    assert f"`wabot store restore {backup}`" in out
+    assert f"backup ok: {backup.name}: 1 records" in out
+    for command in ("stats", "list", "backup"):
+        assert await run_cli([command], config) == 1
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1, captured.err
+        assert lines[0].startswith(f"wabot store {command}: {config.data_dir}/threads-data.json")
+        assert f"`wabot store restore {backup}`" in lines[0]
+    # A garbage file given to restore is about that file, not about the store.
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("not json at all")
+    assert await run_cli(["restore", str(garbage)], config) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"wabot store restore: {garbage} is not a valid snapshot")
+    for captured_text in (out, err):
+        assert "Refusing to start" not in captured_text
+    # The backup it named does restore the damaged store.
+    assert await run_cli(["restore", str(backup)], config) == 0
+    assert "restored 1 records" in capsys.readouterr().out
+    assert await run_cli(["verify"], config) == 0
+
+
+async def test_verify_names_the_damage_of_a_corrupt_backup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = StoreConfig(data_dir=tmp_path / "data")
+    backup = await store_with_backup(config)
+    backup.write_text("")
+    capsys.readouterr()
+    assert await run_cli(["verify"], config) == 1
+    out = capsys.readouterr().out
+    assert f"CORRUPT backup: {backup.name}: the file is empty (0 bytes)" in out
+    assert "Refusing to start" not in out
