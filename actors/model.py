@@ -220,9 +220,15 @@ class ModelClient:
         user_id: str,
         tools: Sequence[dict[str, Any]] = (),
         instructions: str | None = None,
+        resumed: bool = False,
     ) -> ModelReply:
-        """One model call on the conversation, retried safely (see the module docstring)."""
-        ambiguous = False
+        """One model call on the conversation, retried safely (see the module docstring).
+
+        ``resumed``: this input may have been sent already by a process that died (a turn
+        resumed from its stored intent), so the first attempt is treated as a retry after an
+        ambiguous failure: an answer already in the conversation is returned, not asked again.
+        """
+        ambiguous = resumed
         params: dict[str, Any] = {
             "model": self.model,
             "conversation": conversation_id,

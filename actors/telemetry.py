@@ -42,6 +42,12 @@ class Telemetry:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=r,
         )
+        self.settled = Counter(
+            "wabot_messages_settled",
+            "Customer messages settled by their turn: answered, or failed (fallback sent or not)",
+            ["outcome"],
+            registry=r,
+        )
         self.conversations_lost = Counter(
             "wabot_conversations_lost",
             "Stored conversations OpenAI no longer knew, replaced by a fresh one",

@@ -37,8 +37,9 @@ from actors.replies import split_parts, to_whatsapp, typing_time
 from actors.tools import ToolContext
 from actors.validation import ToolOutput
 from actors.voice import AudioError, speakable
+from actors.whapi import WhapiError
 from store import UserRecord
-from store.records import utcnow
+from store.records import PendingTurn, utcnow
 
 if TYPE_CHECKING:
     from actors.user import TurnState, UserActor
@@ -65,21 +66,26 @@ class TurnRunner:
 
     async def run(self) -> None:
         actor, settings, last = self.actor, self.settings, self.last
-        record = await actor.ensure_record(last)
-        actor.subscribe_presence_if_due()
-        batch = self._after_reset(record)
-        if batch is None:
-            await actor.reset_conversation()
-            await self.send_text(settings.reset_reply)
-            return
-        if len(batch) < len(self.batch):
-            record = await actor.reset_conversation()
         voice_reply = settings.voice_replies and last.is_voice
         async with trio.open_nursery() as indicator:
+            # First, so that a customer whose turn waits (for the store, the model) sees it.
             indicator.start_soon(
                 actor.keep_typing, last.chat_id, "recording" if voice_reply else "typing"
             )
+            record = await actor.ensure_record(last)
+            actor.subscribe_presence_if_due()
+            batch = self.batch if self.turn.resume else self._after_reset(record)
+            if batch is None:
+                await actor.reset_conversation()
+                await self.send_text(settings.reset_reply)
+                indicator.cancel_scope.cancel()
+                return
+            if len(batch) < len(self.batch):
+                record = await actor.reset_conversation()
             prepared = await self.prepare(batch)
+            if self.turn.resume is not None:
+                # The very input the dead process sent, so that its answer can be found.
+                prepared = attrs.evolve(prepared, text=self.turn.resume.input_text)
             async with actor.conversation_lock:
                 answer = await self.converse(record, prepared)
             self.turn.stage = "replying"
@@ -153,18 +159,45 @@ class TurnRunner:
     # -- the model -----------------------------------------------------------------------------
 
     async def converse(self, record: UserRecord, prepared: PreparedInput) -> Answer:
-        actor = self.actor
-        conversation_id, fresh = await actor.ensure_conversation(record)
+        actor, resume = self.actor, self.turn.resume
+        current = actor.record or record
+        if resume is not None and current.conversation_id == resume.conversation_id:
+            conversation_id, fresh = resume.conversation_id, False
+        else:
+            resume = None
+            conversation_id, fresh = await actor.ensure_conversation(record)
+        items = await self._input(prepared, fresh)
         try:
-            reply = await self._respond(conversation_id, await self._input(prepared, fresh))
+            if resume is None:
+                await self._store_intent(conversation_id, prepared.text)
+            reply = await self._respond(conversation_id, items, resumed=resume is not None)
         except ConversationNotFound:
             # Deleted or expired on OpenAI's side, or the key now belongs to another project:
             # this turn goes on in a fresh conversation, seeded like one after a long silence.
             conversation_id = await actor.replace_lost_conversation(conversation_id)
             items = await self._input(prepared, fresh=True, lost=True)
+            await self._store_intent(conversation_id, prepared.text)
             reply = await self._respond(conversation_id, items)
         answer = await self._tool_loop(conversation_id, reply)
         return await self._validated(conversation_id, answer)
+
+    async def _store_intent(self, conversation_id: str, text: str) -> None:
+        """Make the turn's intent durable before its model call (``PendingTurn``).
+
+        The one write a turn adds for its own sake: without it, a process that dies between
+        the model call and the settle leaves the next process no way to tell that the input
+        was already sent, and it would be asked (and maybe answered) twice.
+        """
+        actor = self.actor
+        assert actor.record is not None
+        intent = PendingTurn(
+            turn_id=self.turn.turn_id,
+            message_ids=tuple(self.turn.message_ids),
+            conversation_id=conversation_id,
+            input_text=text,
+            started_at=utcnow(),
+        )
+        await actor.save_for_turn(attrs.evolve(actor.record, pending_turn=intent))
 
     async def _input(
         self, prepared: PreparedInput, fresh: bool, *, lost: bool = False
@@ -204,7 +237,12 @@ class TurnRunner:
         return note
 
     async def _respond(
-        self, conversation_id: str, items: list[dict[str, Any]], *, tools: bool = True
+        self,
+        conversation_id: str,
+        items: list[dict[str, Any]],
+        *,
+        tools: bool = True,
+        resumed: bool = False,
     ) -> ModelReply:
         with self.deps.telemetry.model_seconds.time():
             return await self.deps.model.respond(
@@ -212,6 +250,7 @@ class TurnRunner:
                 input_items=items,
                 user_id=self.actor.key,
                 tools=self.deps.tools.schemas() if tools else (),
+                resumed=resumed,
             )
 
     async def _tool_loop(self, conversation_id: str, reply: ModelReply) -> Answer:
@@ -277,6 +316,8 @@ class TurnRunner:
                 maximum=settings.typing_time_max,
                 chars_per_second=settings.typing_chars_per_second,
             )
+            if await self._went_out("text", part):
+                continue
             try:
                 sent = await deps.whapi.send_text(self.last.chat_id, part, typing_time=seconds)
             except Exception:
@@ -292,6 +333,8 @@ class TurnRunner:
             text, patterns=settings.voice_text_patterns, max_chars=settings.voice_max_chars
         ):
             return False
+        if await self._went_out("voice", None):
+            return True
         try:
             audio = await deps.synthesizer.synthesize(text)
             if deps.shelf is not None and settings.public_url:
@@ -306,6 +349,29 @@ class TurnRunner:
         deps.telemetry.sends.labels("voice", "ok").inc()
         self.actor.remember_sent(sent.message_id)
         return True
+
+    async def _went_out(self, kind: str, text: str | None) -> bool:
+        """In a resumed turn: did the dead process already send this part? (chat history)"""
+        resume = self.turn.resume
+        if resume is None:
+            return False
+        since = resume.started_at.timestamp() - HISTORY_SLACK_SECONDS
+        try:
+            found = await self.deps.whapi.find_sent(
+                self.last.chat_id, text=text, since=since, kind=kind
+            )
+        except WhapiError as exc:
+            log.warning("could not read the chat's history to resume a turn: %s", exc)
+            return False
+        if found is None:
+            return False
+        log.info("resumed turn: a %s part went out before the restart; not sending it again", kind)
+        self.actor.remember_sent(found)
+        return True
+
+
+#: Whapi stamps messages in whole seconds by its own clock: look a little before the intent.
+HISTORY_SLACK_SECONDS = 2
 
 
 def session_expired(record: UserRecord, seconds: float) -> bool:

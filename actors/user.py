@@ -45,9 +45,12 @@ from actors.validation import Validator
 from actors.voice import AudioShelf, OpenAIAudio, Synthesizer
 from actors.whapi import WhapiClient, WhapiError
 from store import Store, StoreUnavailable, UserRecord
-from store.records import utcnow
+from store.records import PendingTurn, utcnow
 
 log = logging.getLogger("actors.user")
+
+#: The stage of a turn waiting for the store to take a write again.
+WAITING_FOR_STORE = "waiting for the store"
 
 
 @attrs.define(eq=False)
@@ -94,6 +97,8 @@ class TurnState:
     stage: str = "thinking"
     #: The turn updated the actor's record; it is stored when the turn's messages are settled.
     record_due: bool = False
+    #: The stored intent of a turn a dead process left unfinished, which this turn resumes.
+    resume: PendingTurn | None = None
 
 
 class _BoundedSet:
@@ -146,6 +151,13 @@ class UserActor:
         self._conversation_lock: trio.Lock | None = None
         #: When the validator last asked for a correction (its cool-down is per user).
         self.validated_at: float | None = None
+        #: The record's unfinished turn was looked at (once per activation).
+        self._resume_checked = False
+        #: Turns put off in a row by a store outage, and when the next attempt may start.
+        self._deferrals = 0
+        self._retry_at: float | None = None
+        #: The last finished turn, for inspection: id, outcome, error, when, parts sent.
+        self.last_turn: dict[str, Any] | None = None
 
     @property
     def conversation_lock(self) -> trio.Lock:
@@ -187,8 +199,13 @@ class UserActor:
         if chat_id:
             await self._send_fallback(chat_id)
         if pending:
+            record = self.record
+            if record is not None and record.pending_turn is not None:
+                record = attrs.evolve(record, pending_turn=None)
             with trio.move_on_after(self.settings.whapi_timeout_seconds):
-                await self.deps.store.inbox_done([e.message_id for e in pending], "fallback:crash")
+                await self.deps.store.inbox_done(
+                    [e.message_id for e in pending], "failed:crash", record=record
+                )
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -231,6 +248,8 @@ class UserActor:
             if record and record.paused_until
             else None,
             "last_activity": record.last_activity.isoformat() if record else None,
+            "last_turn": self.last_turn,
+            "retry_in_seconds": _round(self._retry_at - now) if self._retry_at else None,
         }
         if self.turn is not None:
             info["turn"] = {
@@ -238,6 +257,7 @@ class UserActor:
                 "stage": self.turn.stage,
                 "elapsed_seconds": round(now - self.turn.started_at, 3),
                 "messages": len(self.turn.message_ids),
+                "resumed": self.turn.resume is not None,
             }
         if include_text:
             info["buffer"]["texts"] = [m.text for m in self.buffer.messages]
@@ -285,7 +305,10 @@ class UserActor:
         due = buffer.last_at + window
         if self.typing_at is not None and self.typing_at > buffer.last_at:
             due = max(due, self.typing_at + settings.typing_seconds)
-        return min(due, buffer.first_at + settings.max_wait_seconds)
+        due = min(due, buffer.first_at + settings.max_wait_seconds)
+        if self._retry_at is not None:
+            due = max(due, self._retry_at)  # a store outage put the last attempt off
+        return due
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, InboundMessage):
@@ -488,32 +511,121 @@ class UserActor:
                 self._handled.add(message.message_id)
             self._in_background(self._note_while_paused(waiting))
             return
-        batch = self.buffer.messages
-        ids = sorted(self.buffer.ids)
-        self.buffer = Buffer()
+        resume = self._unfinished_turn()
+        batch, ids = self._take_batch(set(resume.message_ids) if resume else None)
+        self._retry_at = None
         self.turns += 1
-        self.turn = TurnState(f"{self.key}-{self.turns}", trio.current_time(), ids)
+        self.turn = TurnState(f"{self.key}-{self.turns}", trio.current_time(), ids, resume=resume)
         self._nursery.start_soon(self._run_turn, batch, self.turn)
+
+    def _unfinished_turn(self) -> PendingTurn | None:
+        """The turn a dead process (or a crashed actor) left unfinished, if it is resumable.
+
+        Looked at once per activation: its messages are pending again, and answering them
+        as that turn (the same input, on the same conversation) lets the model call recover
+        the answer it may already have given instead of asking twice.
+        """
+        record = self.record
+        if self._resume_checked or record is None or record.pending_turn is None:
+            return None
+        self._resume_checked = True
+        intent = record.pending_turn
+        if not any(message_id in self.buffer.ids for message_id in intent.message_ids):
+            # Its messages were settled (say, by a fallback): forget it with the next write.
+            self.record = attrs.evolve(record, pending_turn=None)
+            return None
+        log.info("user %s: resuming turn %s left unfinished by a restart", self.key, intent.turn_id)
+        return intent
+
+    def _take_batch(self, only: set[str] | None) -> tuple[list[InboundMessage], list[str]]:
+        """Take the buffered messages (``only`` those ids, if given) as the next turn's batch."""
+        buffer = self.buffer
+        if only is None:
+            self.buffer = Buffer()
+            return buffer.messages, sorted(buffer.ids)
+        rest = Buffer(first_at=buffer.first_at, last_at=buffer.last_at)
+        batch: list[InboundMessage] = []
+        for message in buffer.messages:
+            if message.message_id in only:
+                batch.append(message)
+            else:
+                rest.messages.append(message)
+                rest.chars += len(message.text)
+                rest.last_voice = message.is_voice
+        rest.ids = {i: None for i in buffer.ids if i not in only}
+        self.buffer = rest
+        return batch, sorted(i for i in buffer.ids if i in only)
+
+    def _defer(self, batch: list[InboundMessage], turn: TurnState) -> None:
+        """Put a turn that a store outage stopped back in front of the buffer, for later.
+
+        Its messages stay pending in the durable inbox; the next attempt waits
+        ``retry_max_seconds``, doubling with each outage in a row up to the turn's deadline.
+        """
+        self._deferrals += 1
+        delay = min(
+            self.settings.retry_max_seconds * 2 ** (self._deferrals - 1),
+            self.settings.turn_timeout_seconds,
+        )
+        self._retry_at = trio.current_time() + delay
+        later = self.buffer
+        self.buffer = Buffer(first_at=trio.current_time(), last_at=trio.current_time())
+        for message in [*batch, *later.messages]:
+            self.buffer.messages.append(message)
+            self.buffer.chars += len(message.text)
+        self.buffer.ids = {i: None for i in [*turn.message_ids, *later.ids]}
+        self.buffer.last_voice = later.last_voice if later.messages else batch[-1].is_voice
+        self._resume_checked = False  # the stored intent, if any, is still the one to resume
+        log.warning(
+            "user %s: turn %s waits for the store; retrying in %.1f s (messages stay pending)",
+            self.key,
+            turn.turn_id,
+            delay,
+        )
 
     async def _run_turn(self, batch: list[InboundMessage], turn: TurnState) -> None:
         with bind(turn=turn.turn_id):
-            outcome = "replied"
+            # Until the turn ends one way or the other, it was cancelled (a drain past its
+            # grace period): its messages then stay pending, with its intent, for the next
+            # process to resume.
+            outcome, settled, error = "cancelled", None, None
             try:
                 async with self.deps.turn_slots:
                     turn.started_at = trio.current_time()
                     with trio.fail_after(self.settings.turn_timeout_seconds):
                         await TurnRunner(self, batch, turn).run()
+                outcome, settled = "replied", "answered"
             except Exception as exc:
-                outcome = "fallback"
-                log.error("turn %s failed: %r", turn.turn_id, exc, exc_info=not _expected(exc))
-                turn.stage = "replying"
-                if not await self._send_fallback(batch[-1].chat_id):
-                    outcome = "failed"
+                error = repr(exc)
+                if isinstance(exc, StoreUnavailable) or turn.stage == WAITING_FOR_STORE:
+                    # Our own storage is down: the answer is delayed, never replaced.
+                    outcome, settled = "deferred", None
+                else:
+                    outcome, settled = "fallback", "failed:fallback"
+                    log.error("turn %s failed: %r", turn.turn_id, exc, exc_info=not _expected(exc))
+                    turn.stage = "replying"
+                    if not await self._send_fallback(batch[-1].chat_id):
+                        outcome, settled = "failed", "failed:silent"
             finally:
                 self.deps.telemetry.turns.labels(outcome).inc()
                 self.deps.telemetry.turn_seconds.observe(trio.current_time() - turn.started_at)
-                record = self.record if turn.record_due else None
-                await self._settle(turn.message_ids, outcome, record=record)
+                self.last_turn = {
+                    "id": turn.turn_id,
+                    "outcome": outcome,
+                    "error": error,
+                    "ended_at": utcnow().isoformat(),
+                    "seconds": round(trio.current_time() - turn.started_at, 3),
+                    "resumed": turn.resume is not None,
+                }
+                if outcome == "deferred":
+                    self._defer(batch, turn)
+                elif settled is not None:
+                    self._deferrals = 0
+                    record = self.record if turn.record_due else None
+                    if self.record is not None and self.record.pending_turn is not None:
+                        self.record = record = attrs.evolve(self.record, pending_turn=None)
+                    self.deps.telemetry.settled.labels(settled).inc(len(turn.message_ids))
+                    await self._settle(turn.message_ids, settled, record=record)
                 self.turn = None
                 if self._wake is not None:
                     self._wake.cancel()  # re-evaluate: a buffer may have become due mid-turn
@@ -530,6 +642,36 @@ class UserActor:
         self.record = record
         await self.deps.store.put(record)
 
+    async def save_for_turn(self, record: UserRecord) -> None:
+        """``save`` for a turn: a store outage makes the turn wait, it never fails it.
+
+        Retried with backoff until the store takes the write or the turn's deadline ends
+        the wait; then the turn is put off and its messages stay pending (``_defer``).
+        """
+        delay = self.settings.retry_base_seconds
+        turn = self.turn
+        stage = turn.stage if turn is not None else None
+        try:
+            await self.save(record)
+            return
+        except StoreUnavailable as exc:
+            if turn is None:
+                raise
+            log.warning("user %s: the store is unavailable; the turn waits: %s", self.key, exc)
+            turn.stage = WAITING_FOR_STORE
+        while True:
+            await trio.sleep(delay)
+            delay = min(delay * 2, self.settings.retry_max_seconds)
+            assert self.record is not None
+            try:
+                # The actor's current view holds this change and any made since.
+                await self.deps.store.put(self.record)
+            except StoreUnavailable:
+                continue
+            log.info("user %s: the store is back; the turn goes on", self.key)
+            turn.stage = stage or "thinking"
+            return
+
     async def ensure_record(self, message: InboundMessage) -> UserRecord:
         record = self.record
         if record is None:
@@ -538,7 +680,7 @@ class UserActor:
             record = attrs.evolve(record, chat_id=message.chat_id)
         else:
             return record
-        await self.save(record)
+        await self.save_for_turn(record)
         return record
 
     async def ensure_conversation(self, record: UserRecord) -> tuple[str, bool]:
@@ -556,7 +698,7 @@ class UserActor:
         # Stored (durably) before use, so a crash can never orphan a conversation. Evolve the
         # current view: the record may have changed during the call.
         current = self.record or record
-        await self.save(attrs.evolve(current, conversation_id=conversation_id))
+        await self.save_for_turn(attrs.evolve(current, conversation_id=conversation_id))
         return conversation_id, True
 
     async def replace_lost_conversation(self, lost_id: str) -> str:
@@ -573,12 +715,16 @@ class UserActor:
         )
         self.deps.telemetry.conversations_lost.inc()
         conversation_id = await self.deps.model.create_conversation(self.key)
-        await self.save(attrs.evolve(self.record or record, conversation_id=conversation_id))
+        await self.save_for_turn(
+            attrs.evolve(self.record or record, conversation_id=conversation_id)
+        )
         return conversation_id
 
     async def reset_conversation(self) -> UserRecord:
         assert self.record is not None
-        await self.save(attrs.evolve(self.record, conversation_id=None, context_fingerprint=None))
+        await self.save_for_turn(
+            attrs.evolve(self.record, conversation_id=None, context_fingerprint=None)
+        )
         log.info("user %s: conversation reset", self.key)
         return self.record
 

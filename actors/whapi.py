@@ -170,15 +170,24 @@ class WhapiClient:
 
     async def _find_sent(self, chat_id: str, text: str, *, since: float) -> str | None:
         try:
-            messages = await self.list_messages(chat_id, count=10)
+            return await self.find_sent(chat_id, text=text, since=since)
         except WhapiError as exc:
             log.warning("could not verify an ambiguous send to %s: %s", chat_id, exc)
             return None
-        for message in messages:
-            body = message.get("text", {}).get("body") if isinstance(message, dict) else None
-            stamp = message.get("timestamp", 0) if isinstance(message, dict) else 0
+
+    async def find_sent(
+        self, chat_id: str, *, text: str | None, since: float, kind: str = "text"
+    ) -> str | None:
+        """The id of a message we sent to ``chat_id`` at or after ``since`` (Unix time), of
+        ``kind`` and, for text, with body ``text``; None when the chat's history has none."""
+        for message in await self.list_messages(chat_id, count=20):
+            if not isinstance(message, dict):
+                continue
+            body = message.get("text", {}).get("body") if kind == "text" else None
+            stamp = message.get("timestamp", 0)
             if (
                 message.get("from_me") is True
+                and message.get("type") == kind
                 and body == text
                 and isinstance(stamp, int | float)
                 and stamp >= since

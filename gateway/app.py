@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import trio
@@ -30,6 +31,10 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(
         json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json"
     )
+
+
+def _iso_time(unix: float | None) -> str | None:
+    return None if unix is None else datetime.fromtimestamp(unix, UTC).isoformat()
 
 
 def secrets_match(given: str | None, expected: str) -> bool:
@@ -88,6 +93,11 @@ def create_app(service: Service) -> QuartTrio:
             },
             "liveActors": len(supervisor) if supervisor is not None else 0,
             "inboxPending": stats.pending if stats else 0,
+            "store": {
+                "healthy": stats.healthy if stats else False,
+                "outage_since": _iso_time(stats.outage_since) if stats else None,
+                "last_error": stats.last_error if stats else None,
+            },
         }
         return _json(body)
 

@@ -97,6 +97,8 @@ class Store:
         self._snapshot_lock = trio.Lock()
         self._healthy = True
         self._last_error: str | None = None
+        #: When (Unix time) the store stopped taking writes; None while it takes them.
+        self._outage_since: float | None = None
         self._closing = False
         self._commit_loop_done = trio.Event()
         self._compaction_wanted = trio.Event()
@@ -160,6 +162,11 @@ class Store:
         return self._last_error
 
     @property
+    def outage_since(self) -> float | None:
+        """When (Unix time) the store stopped taking writes; None while it takes them."""
+        return self._outage_since
+
+    @property
     def data_files(self) -> DataFiles:
         return self._files
 
@@ -182,6 +189,7 @@ class Store:
             last_compaction_seconds=self._last_compaction_seconds,
             backups=self._backups,
             healthy=self._healthy,
+            outage_since=self._outage_since,
             quarantined=self._quarantined,
             last_error=self._last_error,
             journal_seq=self._durable_seq,
@@ -398,7 +406,9 @@ class Store:
     def _on_journal_failure(self, reason: str) -> None:
         self._healthy = False
         self._last_error = reason
-        log.error("store unhealthy: %s", reason)
+        if self._outage_since is None:
+            self._outage_since = time.time()
+        log.error("store unhealthy (writes refused until it recovers): %s", reason)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -539,7 +549,13 @@ class Store:
             self._old_journal_bytes = 0
             self._oldest_unsnapshotted = None
             self._healthy = True
-            log.warning("store recovered: state re-persisted at seq %d, new journal", seq)
+            lasted = time.time() - self._outage_since if self._outage_since else 0.0
+            self._outage_since = None
+            log.warning(
+                "store outage ended after %.1f s: state re-persisted at seq %d, new journal",
+                lasted,
+                seq,
+            )
 
     def _fresh_journal(self) -> JournalWriter:
         files, io = self._files, self._io

@@ -62,6 +62,52 @@ def _optional_str(raw: dict[str, Any], key: str) -> str | None:
 
 
 @attrs.frozen
+class PendingTurn:
+    """A turn's intent, stored before its model call and cleared when its messages settle.
+
+    A process that dies between the two leaves it in the record; the next one resumes the
+    turn instead of asking again: it looks in ``conversation_id`` for ``input_text`` with an
+    answer after it, and sends only the reply parts the chat does not show since
+    ``started_at``.
+    """
+
+    turn_id: str
+    message_ids: tuple[str, ...]
+    conversation_id: str
+    input_text: str
+    started_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.turn_id,
+            "messages": list(self.message_ids),
+            "conversationId": self.conversation_id,
+            "input": self.input_text,
+            "startedAt": _iso(self.started_at),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> PendingTurn:
+        if not isinstance(raw, dict):
+            raise ValueError("pendingTurn: expected an object")
+        ids = raw.get("messages")
+        if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
+            raise ValueError("pendingTurn.messages: expected a list of strings")
+        turn_id = _optional_str(raw, "id")
+        conversation_id = _optional_str(raw, "conversationId")
+        text = raw.get("input")
+        if not turn_id or not conversation_id or not isinstance(text, str):
+            raise ValueError("pendingTurn: id, conversationId and input are required")
+        return cls(
+            turn_id,
+            tuple(ids),
+            conversation_id,
+            text,
+            parse_time(raw.get("startedAt"), "startedAt"),
+        )
+
+
+@attrs.frozen
 class UserRecord:
     """Everything wabot remembers about one WhatsApp user between turns and restarts."""
 
@@ -84,6 +130,8 @@ class UserRecord:
     last_turn_at: datetime | None = None
     #: When Whapi last confirmed our subscription to this contact's presence.
     presence_subscribed_at: datetime | None = None
+    #: The turn in flight, if any (see ``PendingTurn``).
+    pending_turn: PendingTurn | None = None
 
     @classmethod
     def new(
@@ -112,6 +160,7 @@ class UserRecord:
             "contextSentAt": _iso(self.context_sent_at),
             "lastTurnAt": _iso(self.last_turn_at),
             "presenceSubscribedAt": _iso(self.presence_subscribed_at),
+            "pendingTurn": self.pending_turn.to_json() if self.pending_turn else None,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -142,6 +191,9 @@ class UserRecord:
             context_sent_at=_optional_time(raw, "contextSentAt"),
             last_turn_at=_optional_time(raw, "lastTurnAt"),
             presence_subscribed_at=_optional_time(raw, "presenceSubscribedAt"),
+            pending_turn=PendingTurn.from_json(raw["pendingTurn"])
+            if raw.get("pendingTurn")
+            else None,
         )
 
 

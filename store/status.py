@@ -36,6 +36,8 @@ class StoreStats:
     last_compaction_seconds: float
     backups: int
     healthy: bool
+    #: When (Unix time) the store stopped taking writes; None while it takes them.
+    outage_since: float | None = None
     quarantined: int = 0
     last_error: str | None = None
     journal_seq: int = 0

@@ -1,0 +1,118 @@
+"""A storage outage delays answers, it never replaces them with an apology or drops them.
+
+The data directory's disk stops taking writes (ENOSPC on every write and fsync, through the
+store's file layer) just after a customer's message was acknowledged. The turn waits for
+the store, showing "typing"; when the disk takes writes again the customer gets the real
+answer, once, and the message is settled. An outage longer than the turn's deadline puts the
+turn off (the message stays pending) and a later attempt answers it. While the store is down
+webhooks get 503, ``/readyz`` 503, ``/healthz`` 200, and ``/health`` names the outage.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from actors.settings import Settings
+from gateway.app import SECRET_HEADER
+from gateway.server import run_server
+from sandbox import payloads
+from store.fileio import FileIO
+from tests.harness import Bot, Fakes, make_settings, open_fakes, wait_until
+
+USER = "573006600001"
+CHAT = f"{USER}@s.whatsapp.net"
+
+
+class FullDisk(FileIO):
+    """Every write and fsync fails with ENOSPC while ``full`` is set."""
+
+    def __init__(self) -> None:
+        self.full = False
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, "injected: no space left on device")
+        return super().write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, "injected: no space left on device")
+        super().fsync(fd)
+
+
+@asynccontextmanager
+async def open_bot_on(fakes: Fakes, settings: Settings, io: FileIO) -> AsyncIterator[Bot]:
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as http:
+        running = await nursery.start(partial(run_server, settings, stop=stop, file_io=io))
+        fakes.whapi.webhook_url = f"{running.url}/hook"
+        fakes.whapi.webhook_headers = {SECRET_HEADER: settings.webhook_secret or ""}
+        try:
+            yield Bot(running, http, stop)
+        finally:
+            stop.set()
+
+
+async def test_a_short_outage_delays_the_answer_and_shows_typing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = FullDisk()
+    async with open_fakes() as fakes:
+        settings = make_settings(
+            fakes, tmp_path, store_recovery_seconds=0.2, typing_refresh_seconds=0.2
+        )
+        async with open_bot_on(fakes, settings, disk) as bot:
+            acked = await bot.post(payloads.webhook([payloads.text_message(USER, "hola")]))
+            assert acked.status_code == 200
+            disk.full = True  # before the turn's first write (the buffer is 0.15 s)
+            await wait_until(lambda: not bot.service.store.healthy, timeout=5)
+            during = await bot.post(payloads.webhook([payloads.text_message(USER, "otra")]))
+            assert during.status_code == 503
+            assert (await bot.http.get(f"{bot.url}/readyz")).status_code == 503
+            assert (await bot.http.get(f"{bot.url}/healthz")).status_code == 200
+            health = (await bot.http.get(f"{bot.url}/health")).json()
+            assert health["store"]["outage_since"]
+            await trio.sleep(1.0)
+            assert not fakes.whapi.sent_to(CHAT), "nothing is sent while the store is down"
+            typing = [e for e, presence in fakes.whapi.presences_put if presence == "typing"]
+            assert any(USER in entry for entry in typing), "the customer sees typing"
+            disk.full = False
+            await fakes.whapi.wait_sent(1, to=CHAT, timeout=10)
+            await wait_until(lambda: bot.service.store.stats().pending == 0, timeout=10)
+            assert [m.body for m in fakes.whapi.sent_to(CHAT)] == ["Recibido: hola"]
+            assert (await bot.http.get(f"{bot.url}/health")).json()["store"]["outage_since"] is None
+        assert any("store outage ended" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_outage_past_the_turn_deadline_keeps_the_message_for_later(
+    tmp_path: Path,
+) -> None:
+    disk = FullDisk()
+    async with open_fakes() as fakes:
+        settings = make_settings(
+            fakes,
+            tmp_path,
+            store_recovery_seconds=0.2,
+            turn_timeout_seconds=0.6,
+            retry_max_seconds=0.2,
+        )
+        async with open_bot_on(fakes, settings, disk) as bot:
+            acked = await bot.post(payloads.webhook([payloads.text_message(USER, "hola")]))
+            assert acked.status_code == 200
+            disk.full = True
+            await trio.sleep(2.0)  # several turn deadlines
+            assert bot.service.store.stats().pending == 1
+            assert not fakes.whapi.sent_to(CHAT), "no apology for our own storage"
+            disk.full = False
+            await fakes.whapi.wait_sent(1, to=CHAT, timeout=10)
+            await wait_until(lambda: bot.service.store.stats().pending == 0, timeout=10)
+            await trio.sleep(0.5)
+            assert [m.body for m in fakes.whapi.sent_to(CHAT)] == ["Recibido: hola"]
