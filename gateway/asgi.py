@@ -15,6 +15,12 @@ nursery, started in ``before_serving`` and closed in ``after_serving``. Two trap
   answer 503 at once, in-flight turns finish within ``WABOT_DRAIN_SECONDS``, and only then is
   hypercorn asked to stop (its Ctrl-C path in a single-process server, its master's SIGTERM
   when it runs workers), after which the lifespan shutdown flushes the store.
+
+The service loads the store in the background of ``before_serving``, so hypercorn listens
+while a large journal replays: ``/healthz`` answers 200, ``/readyz`` and webhooks 503 until
+the store is ready. A configuration problem (an invalid setting, production without
+credentials, an unusable or locked data directory, a corrupt store) is one line on stderr
+and exit status 2, as with ``wabot serve``, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 from functools import partial
+from typing import NoReturn
 
 import attrs
 import trio
@@ -33,7 +41,8 @@ from gateway import logs
 from gateway.app import create_app
 from gateway.gcpace import stop_collecting_for_exit
 from gateway.hook import HookEndpoint
-from gateway.service import Service
+from gateway.service import Service, StartupError
+from store import DataDirLocked, StoreCorrupt
 
 log = logging.getLogger("gateway.asgi")
 
@@ -42,10 +51,14 @@ def create_asgi_app() -> HookEndpoint:
     settings = Settings.from_env()
     if settings.production and settings.sandbox:
         raise SettingsError(
-            f"WABOT_ENV=production but {', '.join(settings.missing_credentials())} not set"
+            f"WABOT_ENV=production but {', '.join(settings.missing_credentials())} not set; "
+            "set them in the environment or in .env"
         )
     if settings.production and not settings.webhook_secret:
-        raise SettingsError("WABOT_ENV=production requires WABOT_WEBHOOK_SECRET")
+        raise SettingsError(
+            "WABOT_ENV=production requires WABOT_WEBHOOK_SECRET; set it to the value of the "
+            "X-Webhook-Secret header configured on the Whapi webhook"
+        )
     logs.configure(
         production=settings.production,
         level=settings.log_level,
@@ -74,7 +87,11 @@ def create_asgi_app() -> HookEndpoint:
 
 
 async def run_service(service: Service, *, task_status: trio.TaskStatus[None]) -> None:
-    """The service (and the sandbox fakes, without credentials) until the service closes."""
+    """The service (and the sandbox fakes, without credentials) until the service closes.
+
+    Reports started before the store has loaded, so that hypercorn starts listening (liveness
+    answers during a long journal replay); a service that cannot start ends the process.
+    """
     async with trio.open_nursery() as nursery:
         if service.settings.sandbox:
             from sandbox.run import run_sandbox
@@ -89,11 +106,36 @@ async def run_service(service: Service, *, task_status: trio.TaskStatus[None]) -
                 whapi_api_url=sandbox.whapi_url,
                 openai_base_url=sandbox.openai_url,
             )
-        await nursery.start(service.run)
         nursery.start_soon(drain_on_sigterm, service)
         task_status.started()
+        log.info("loading the store: /healthz answers, /readyz and webhooks 503 until ready")
+        try:
+            await nursery.start(service.run)
+        except* (DataDirLocked, StoreCorrupt, StartupError) as group:
+            refuse_to_start(group)
+        log.info("ready")
         await service.finished.wait()
         nursery.cancel_scope.cancel()  # the sandbox and the signal watcher
+
+
+def refuse_to_start(group: BaseExceptionGroup[Exception]) -> NoReturn:
+    """One line per problem on stderr, then exit 2 at once.
+
+    Raised from here, the error would reach hypercorn as a lifespan failure (a traceback,
+    and a server left running without a store); nothing durable is open yet (the store did
+    not open), so leaving without the interpreter's teardown loses nothing.
+    """
+    for error in _leaves(group):
+        print(f"wabot: {error}", file=sys.stderr)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(2)
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 async def drain_on_sigterm(service: Service) -> None:
@@ -145,4 +187,14 @@ def _interrupt_main_task() -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-app = create_asgi_app()
+def _app_or_exit() -> HookEndpoint:
+    """``create_asgi_app``; an invalid setting is one line and exit 2 (hypercorn imports this
+    module: an exception here would be a traceback of hypercorn's loader)."""
+    try:
+        return create_asgi_app()
+    except SettingsError as exc:
+        print(f"wabot: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = _app_or_exit()

@@ -108,14 +108,21 @@ def serve(settings: Settings) -> int:
     if settings.production and settings.sandbox:
         names = ", ".join(settings.missing_credentials())
         print(
-            f"wabot: WABOT_ENV=production but {names} not set; refusing to start", file=sys.stderr
+            f"wabot: WABOT_ENV=production but {names} not set; refusing to start: set them in "
+            "the environment or in .env",
+            file=sys.stderr,
         )
         return 2
     if settings.production and not settings.webhook_secret:
-        print("wabot: WABOT_ENV=production requires WABOT_WEBHOOK_SECRET", file=sys.stderr)
+        print(
+            "wabot: WABOT_ENV=production requires WABOT_WEBHOOK_SECRET; set it to the value of "
+            "the X-Webhook-Secret header configured on the Whapi webhook",
+            file=sys.stderr,
+        )
         return 2
     from gateway.gcpace import stop_collecting_for_exit
     from gateway.server import run_server
+    from gateway.service import StartupError
     from store import DataDirLocked, StoreCorrupt
 
     async def watch(signals: AsyncIterator[int], stop: trio.Event) -> None:
@@ -142,7 +149,7 @@ def serve(settings: Settings) -> int:
     refused: list[BaseException] = []
     try:
         trio.run(main_task)
-    except* (DataDirLocked, StoreCorrupt) as group:
+    except* (DataDirLocked, StoreCorrupt, StartupError) as group:
         # ``return`` is not allowed inside ``except*``: collect, then answer below.
         refused.extend(_leaves(group))
     finally:

@@ -1,14 +1,19 @@
 """Serving wabot: hypercorn's trio worker in-process, the sandbox when credentials are missing.
 
-``run_server`` is what ``wabot serve`` runs: it starts the service (store, actors), serves the
-app, and on ``stop`` drains in the order an operator expects — readiness 503 and webhooks 503
-at once while the listener stays up, in-flight turns finish within ``WABOT_DRAIN_SECONDS``,
-then the listener closes and the store flushes. Without credentials the loopback fakes of
-Whapi and OpenAI run in the same nursery and a banner says so.
+``run_server`` is what ``wabot serve`` runs: it binds the listener first (a busy port is
+reported before anything is loaded), then starts the service (store, actors). While the store
+loads (a large journal takes seconds), ``/healthz`` answers 200 so a liveness probe does not
+kill the starting process, while ``/readyz`` and webhooks answer 503 (nothing is acknowledged
+before it can be journaled); "listening on URL" is logged once the service is ready. On
+``stop`` it drains in the order an operator expects — readiness 503 and webhooks 503 at once
+while the listener stays up, in-flight turns finish within ``WABOT_DRAIN_SECONDS``, then the
+listener closes and the store flushes. Without credentials the loopback fakes of Whapi and
+OpenAI run in the same nursery and a banner says so.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import secrets
@@ -24,7 +29,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from actors.settings import Settings
 from gateway.app import SECRET_HEADER, create_app
 from gateway.hook import HookEndpoint
-from gateway.service import BehaviorWrapper, Service
+from gateway.service import BehaviorWrapper, Service, StartupError, check_data_dir
 from store.fileio import FileIO
 
 log = logging.getLogger("gateway.server")
@@ -74,6 +79,7 @@ async def run_server(
 ) -> None:
     """Serve until ``stop`` is set, then drain and return."""
     missing = settings.missing_credentials()
+    check_data_dir(settings.data_dir)  # before the sandbox, which keeps a file there too
     async with trio.open_nursery() as outer:
         sandbox = None
         if settings.sandbox:
@@ -98,18 +104,26 @@ async def run_server(
             )
         async with trio.open_nursery() as inner:
             service = Service(settings, wrap_behavior=wrap_behavior, file_io=file_io)
-            await inner.start(service.run)
             http_stop = trio.Event()
-            binds = await inner.start(
-                partial(
-                    hypercorn_serve,
-                    HookEndpoint(service, create_app(service)),
-                    hypercorn_config(settings),
-                    shutdown_trigger=http_stop.wait,
+            try:
+                binds = await inner.start(
+                    partial(
+                        hypercorn_serve,
+                        HookEndpoint(service, create_app(service)),
+                        hypercorn_config(settings),
+                        shutdown_trigger=http_stop.wait,
+                    )
                 )
-            )
+            except* OSError as group:
+                raise _listen_error(settings, group) from None
             url = _loopback(binds[0])
-            log.info("listening on %s", url)
+            log.info(
+                "accepting connections on %s while the store loads: /healthz answers, "
+                "/readyz and webhooks answer 503 until it is ready",
+                url,
+            )
+            await inner.start(service.run)
+            log.info("listening on %s: ready", url)
             marker = settings.data_dir / SANDBOX_FILE
             if sandbox is not None:
                 sandbox.whapi.webhook_url = f"{url}/hook"
@@ -128,6 +142,22 @@ async def run_server(
                     http_stop.set()
                     service.stop()
         outer.cancel_scope.cancel()
+
+
+def _listen_error(settings: Settings, group: BaseExceptionGroup[OSError]) -> StartupError:
+    """One line for a listener that cannot be opened (in use, no permission, no such host)."""
+    error = group.exceptions[0]
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    where = f"{settings.host}:{settings.port}"
+    reason = error.strerror or str(error)
+    if error.errno == errno.EADDRINUSE:
+        fix = "stop the process that uses it, or set PORT to a free port"
+    elif error.errno == errno.EACCES:
+        fix = "ports below 1024 need privileges: set PORT to 1024 or above"
+    else:
+        fix = "set HOST and PORT to an address of this machine"
+    return StartupError(f"cannot listen on {where}: {reason.lower()}; {fix}")
 
 
 def _loopback(bind: str) -> str:

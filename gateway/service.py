@@ -6,14 +6,20 @@ as soon as ``after_serving`` returns). Shutdown is a drain: ``begin_drain`` flip
 and makes webhooks answer 503 at once; ``drain`` lets in-flight turns finish within the
 drain budget while unstarted buffers stay in the durable inbox; then the supervisor stops,
 the clients close, and the store flushes and writes its final snapshot on the way out.
+
+Until ``run`` reports started, ``gateway`` is None: webhooks answer 503 and readiness is false,
+so the listener may already be up (liveness answers) while the store loads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -34,6 +40,29 @@ from store.fileio import FileIO
 log = logging.getLogger("gateway.service")
 
 BehaviorWrapper = Callable[[str, Cell, Behavior], Behavior]
+
+
+class StartupError(Exception):
+    """A start-up problem the operator fixes outside wabot (a busy port, an unusable data
+    directory): one line naming the problem and the fix, exit 2 like any configuration error."""
+
+
+def check_data_dir(path: Path) -> None:
+    """Create the data directory if needed; ``StartupError`` if it cannot be used."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(
+            f"the data directory {path} cannot be created ({exc.strerror}); set WABOT_DATA_DIR "
+            "to a writable directory"
+        ) from exc
+    # access() also reports a read-only file system, which a root process would otherwise
+    # only find at its first write (the journal, after a webhook was received).
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StartupError(
+            f"the data directory {path} is not writable; fix its permissions or set "
+            "WABOT_DATA_DIR to a writable directory"
+        )
 
 
 def store_config(settings: Settings, io: FileIO | None = None) -> StoreConfig:
@@ -125,8 +154,24 @@ class Service:
 
     async def _open_and_run(self, task_status: Any) -> None:
         settings = self.settings
+        check_data_dir(settings.data_dir)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                store = await stack.enter_async_context(
+                    open_store(store_config(settings, self.file_io))
+                )
+            except OSError as exc:
+                # Only opening is covered here (lock, journal): later I/O errors are the
+                # store's own to handle (it turns unhealthy and recovers).
+                raise StartupError(
+                    f"the data directory {settings.data_dir} cannot be used: {exc}; fix its "
+                    "permissions or set WABOT_DATA_DIR to a writable directory"
+                ) from exc
+            await self._run_with_store(store, task_status)
+
+    async def _run_with_store(self, store: Store, task_status: Any) -> None:
+        settings = self.settings
         async with (
-            open_store(store_config(settings, self.file_io)) as store,
             open_user_deps(
                 settings,
                 store,
