@@ -576,7 +576,9 @@ class LoadProcess:
                         "t": round(now - (start_holder[0] if start_holder else now), 2),
                         "live": metrics.get("wabot_live_actors", math.nan),
                         "active": active,
-                        "rss_mb": round(metrics.get("wabot_rss_bytes", math.nan) / 2**20, 1),
+                        "rss_mb": round(
+                            metrics.get("process_resident_memory_bytes", math.nan) / 2**20, 1
+                        ),
                         "pending": metrics.get("wabot_inbox_pending", math.nan),
                     }
                 )

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from actors.events import Control
 from gateway.audio import register_audio
+from gateway.metrics import render
 from gateway.service import Service
 
 log = logging.getLogger("gateway.app")
@@ -103,9 +103,8 @@ def create_app(service: Service) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(
-            generate_latest(service.telemetry.registry), status=200, mimetype=CONTENT_TYPE_LATEST
-        )
+        body, content_type = render(service.telemetry.registry, request.headers.get("Accept"))
+        return Response(body, status=200, content_type=content_type)
 
     def admin_denied() -> Response | None:
         """None if the request carries the admin token; else the response to send."""

@@ -6,39 +6,77 @@ must be observed as they happen come from ``actors.telemetry`` (turns, model lat
 tool calls, and the durable inbox's commit latency, observed by the service). Per-actor
 figures (phases, mailbox depth) are a walk over the live actors at scrape time; the sizes of
 the bounded shared structures (registry, dedupe window, chat-info cache) are exported too.
+
+The exposition is prometheus_client's own: ``render`` picks the format (Prometheus text or
+OpenMetrics) from the scraper's ``Accept`` header and returns the matching Content-Type, so
+what ``promtool check metrics`` and Prometheus 3 read is what the library writes. The
+process's memory, CPU and file descriptors are prometheus_client's ``process_*`` metrics
+(``ProcessCollector``), the interpreter is ``python_info`` (``PlatformCollector``), and
+``wabot_build_info`` names the installed wabot version. Names follow Prometheus' rules:
+counters end in ``_total`` (added by the library), gauges never do, timestamps are
+``*_timestamp_seconds``.
 """
 
 from __future__ import annotations
 
-import resource
+import platform
 from collections.abc import Iterator
-from pathlib import Path
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from gateway.service import Service
 
-_PAGE = resource.getpagesize()
 
-
-def rss_bytes() -> int:
-    """Resident set size of this process now (Linux ``/proc``; peak RSS elsewhere)."""
+def _wabot_version() -> str:
     try:
-        fields = Path("/proc/self/statm").read_text().split()
-        return int(fields[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return version("wabot")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+#: The installed distribution's version (``wabot_build_info``).
+VERSION = _wabot_version()
+
+
+def register_collectors(registry: CollectorRegistry, service: Service) -> None:
+    """Add the service's scrape-time metrics and the process and platform collectors."""
+    registry.register(ServiceCollector(service))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+
+
+def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """The exposition of ``registry`` in the format ``accept`` asks for, and its Content-Type."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+def build_info() -> GaugeMetricFamily:
+    info = GaugeMetricFamily(
+        "wabot_build_info",
+        "Always 1: the running wabot version and Python version",
+        labels=["version", "python"],
+    )
+    info.add_metric([VERSION, platform.python_version()], 1)
+    return info
 
 
 class ServiceCollector(Collector):
+    """The figures of the gateway, supervisor, store, watchdog and GC pacer, read per scrape."""
+
     def __init__(self, service: Service) -> None:
         self.service = service
 
@@ -100,7 +138,7 @@ class ServiceCollector(Collector):
             yield phases
             yield GaugeMetricFamily("wabot_mailbox_depth_max", "Deepest mailbox", value=depth_max)
             yield GaugeMetricFamily(
-                "wabot_mailbox_depth_total", "Messages in all mailboxes", value=depth_total
+                "wabot_mailbox_messages", "Messages in all mailboxes", value=depth_total
             )
 
         if store is not None:
@@ -122,6 +160,11 @@ class ServiceCollector(Collector):
             )
             yield GaugeMetricFamily(
                 "wabot_store_healthy", "1 if the store can write", value=int(stats.healthy)
+            )
+            yield GaugeMetricFamily(
+                "wabot_store_outage_since_timestamp_seconds",
+                "When (Unix time) the store stopped taking writes; 0 while it takes them",
+                value=stats.outage_since or 0.0,
             )
             yield CounterMetricFamily(
                 "wabot_store_commits", "Group commits (fsyncs)", value=stats.commits
@@ -154,8 +197,18 @@ class ServiceCollector(Collector):
                 value=len(chat_info),
             )
 
-        yield GaugeMetricFamily("wabot_rss_bytes", "Resident set size", value=rss_bytes())
+        yield build_info()
         watchdog = service.watchdog
+        yield GaugeMetricFamily(
+            "wabot_memory_soft_limit_bytes",
+            "Resident set size over which idle actors are passivated (WABOT_MEMORY_SOFT_MB)",
+            value=watchdog.soft_bytes,
+        )
+        yield GaugeMetricFamily(
+            "wabot_memory_hard_limit_bytes",
+            "Resident set size over which every idle actor is passivated (WABOT_MEMORY_HARD_MB)",
+            value=watchdog.hard_bytes,
+        )
         yield CounterMetricFamily(
             "wabot_memory_pressure_events",
             "Times RSS went over the soft limit",

@@ -123,7 +123,7 @@ async def run_server(
                 url,
             )
             await inner.start(service.run)
-            log.info("listening on %s: ready", url)
+            log.info("listening on %s (ready: the store is loaded)", url)
             marker = settings.data_dir / SANDBOX_FILE
             if sandbox is not None:
                 sandbox.whapi.webhook_url = f"{url}/hook"

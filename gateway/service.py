@@ -31,7 +31,7 @@ from actors.telemetry import Telemetry
 from actors.user import UserActor, UserDeps
 from gateway.gateway import Gateway
 from gateway.gcpace import FullCollectionPacer
-from gateway.metrics import ServiceCollector
+from gateway.metrics import register_collectors
 from gateway.parse import parse_message
 from gateway.watchdog import MemoryWatchdog
 from store import Store, StoreConfig, open_store
@@ -120,7 +120,7 @@ class Service:
             interval=settings.memory_check_seconds,
         )
         self.gc_pacer = FullCollectionPacer(settings.gc_full_interval_seconds)
-        self.telemetry.registry.register(ServiceCollector(self))
+        register_collectors(self.telemetry.registry, self)
         self._draining = False
         self._drain_deadline: float | None = None
         self._drain_started = False

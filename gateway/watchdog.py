@@ -24,17 +24,19 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import resource
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-
-from gateway.metrics import rss_bytes
 
 if TYPE_CHECKING:
     from gateway.service import Service
 
 log = logging.getLogger("gateway.watchdog")
+
+_PAGE = resource.getpagesize()
 
 #: Trim once at least this many actors, and a quarter of the peak, have retired since.
 TRIM_MIN_RETIRED = 1_000
@@ -42,6 +44,15 @@ TRIM_MIN_RETIRED = 1_000
 TRIM_GROWTH_BYTES = 8 * 2**20
 #: ...and at least this many seconds have passed since it.
 TRIM_GROWTH_INTERVAL = 60.0
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (Linux ``/proc``; peak RSS elsewhere)."""
+    try:
+        fields = Path("/proc/self/statm").read_text().split()
+        return int(fields[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @functools.cache

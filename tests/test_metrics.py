@@ -1,22 +1,62 @@
-"""``/metrics`` after a scripted run: the numbers match what happened (parsed, not grepped)."""
+"""``/metrics``: the numbers match what happened (parsed, not grepped), and the exposition is
+one Prometheus accepts: ``promtool check metrics`` passes on a running bot's output, the
+Content-Type names each parameter once, and OpenMetrics is served to a scraper that asks.
+
+``promtool`` comes from Debian's ``prometheus`` package (``make test`` installs it when it
+can); without it the promtool test skips, except under ``CI=true``, where it fails.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from pathlib import Path
 
+import pytest
+import trio
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from sandbox import payloads
 from tests.harness import Bot, make_settings, open_bot, open_fakes, wait_until
+from tests.test_store_outage import FullDisk, open_bot_on
 
 USERS = ("573001111111", "573002222222", "573003333333")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+#: What Prometheus 3 sends by default (it prefers OpenMetrics, then the text formats).
+PROMETHEUS_3_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+def required_tool(name: str, package: str) -> str:
+    """The path of command ``name``; skip without it, or fail under ``CI=true``."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian package {package!r}; make test installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}: required in CI")
+        pytest.skip(message)
+    return path
+
+
+def content_type_params(header: str) -> tuple[str, list[str]]:
+    """The media type and the parameter names of a Content-Type, in order."""
+    media, *params = (part.strip() for part in header.split(";"))
+    return media, [param.partition("=")[0].strip().lower() for param in params]
 
 
 async def scrape(bot: Bot) -> Samples:
     response = await bot.http.get(f"{bot.url}/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
+    media, params = content_type_params(response.headers["content-type"])
+    assert media == "text/plain" and sorted(params) == sorted(set(params))
     samples: Samples = {}
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
@@ -80,7 +120,10 @@ async def test_metrics_reflect_a_scripted_run(tmp_path: Path) -> None:
             assert value(samples, "wabot_actors_by_phase", phase="idle") == 3
             assert value(samples, "wabot_journal_bytes") > 0
             assert value(samples, "wabot_snapshot_bytes") > 0
-            assert value(samples, "wabot_rss_bytes") > 10 * 2**20
+            assert value(samples, "process_resident_memory_bytes") > 10 * 2**20
+            assert value(samples, "process_cpu_seconds_total") > 0
+            assert value(samples, "wabot_memory_hard_limit_bytes") == 1536 * 2**20
+            assert value(samples, "wabot_store_outage_since_timestamp_seconds") == 0
             assert value(samples, "wabot_store_commits_total") >= 3
             # Every group commit's write + fsync, timed by the disk (store.disktime).
             syncs = value(samples, "wabot_store_journal_sync_seconds_count")
@@ -96,4 +139,69 @@ async def test_metrics_reflect_a_scripted_run(tmp_path: Path) -> None:
             assert counts == sorted(counts) and len(counts) > 5
             assert value(samples, "wabot_dedupe_window_ids") == 4
             assert value(samples, "wabot_mailbox_depth_max") == 0
+            assert value(samples, "wabot_mailbox_messages") == 0
+            builds = [labels for name, labels in samples if name == "wabot_build_info"]
+            assert len(builds) == 1 and dict(builds[0])["version"]
+            assert value(samples, "wabot_build_info", **dict(builds[0])) == 1
             assert sent >= 3
+
+
+async def test_promtool_accepts_the_metrics_of_a_running_bot(tmp_path: Path) -> None:
+    promtool = required_tool("promtool", "prometheus")
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path)
+        async with open_bot(fakes, settings) as bot:
+            user = USERS[0]
+            hook = payloads.webhook([payloads.text_message(user, "hola")])
+            assert (await bot.post(hook)).status_code == 200
+            assert (await bot.post(hook, secret="wrong")).status_code == 401
+            await fakes.whapi.wait_sent(1, to=user)
+            scrapes = {
+                accept: await bot.http.get(f"{bot.url}/metrics", headers={"Accept": accept})
+                for accept in ("", "text/plain;version=1.0.0", "text/plain;version=0.0.4")
+            }
+            openmetrics = await bot.http.get(
+                f"{bot.url}/metrics", headers={"Accept": PROMETHEUS_3_ACCEPT}
+            )
+    for accept, response in scrapes.items():
+        media, params = content_type_params(response.headers["content-type"])
+        assert media == "text/plain" and params.count("charset") == 1, accept
+        result = await trio.run_process(
+            [promtool, "check", "metrics"],
+            stdin=response.content,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        report = (result.stdout + result.stderr).decode()
+        assert result.returncode == 0, f"Accept {accept!r}: promtool says\n{report}"
+        assert "wabot_turns_total" in response.text and "process_open_fds" in response.text
+    # Prometheus 3 asks for OpenMetrics first: it gets it, complete and strictly parseable.
+    media, params = content_type_params(openmetrics.headers["content-type"])
+    assert media == "application/openmetrics-text" and params.count("charset") == 1
+    names = {family.name for family in openmetrics_families(openmetrics.text)}
+    assert {"wabot_turns", "wabot_build_info", "process_resident_memory_bytes"} <= names
+
+
+async def test_store_outage_gauge_is_when_writes_stopped_and_zero_once_healthy(
+    tmp_path: Path,
+) -> None:
+    disk = FullDisk()
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, store_recovery_seconds=0.2)
+        async with open_bot_on(fakes, settings, disk) as bot:
+            assert value(await scrape(bot), "wabot_store_outage_since_timestamp_seconds") == 0
+            before = time.time()
+            disk.full = True
+            hook = payloads.webhook([payloads.text_message(USERS[0], "hola")])
+            assert (await bot.post(hook)).status_code in (200, 503)
+            await wait_until(lambda: not bot.service.store.healthy, timeout=5)
+            samples = await scrape(bot)
+            since = value(samples, "wabot_store_outage_since_timestamp_seconds")
+            assert since is not None and before <= since <= time.time()
+            assert value(samples, "wabot_store_healthy") == 0
+            disk.full = False
+            await wait_until(lambda: bot.service.store.healthy, timeout=10)
+            samples = await scrape(bot)
+            assert value(samples, "wabot_store_outage_since_timestamp_seconds") == 0
+            assert value(samples, "wabot_store_healthy") == 1
