@@ -31,6 +31,7 @@ format: $(DEVSTAMP)
 	$(BIN)/ruff check --fix .
 
 test: $(DEVSTAMP) lint
+	@$(PROMTOOL_CHECK)
 	$(BIN)/python -m pytest -q
 
 crash: $(DEVSTAMP)
@@ -45,6 +46,15 @@ WRK_CHECK = command -v wrk >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>
 	(apt-get install -y -qq wrk >/dev/null 2>&1 || \
 	 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1)); } || \
 	echo "wrk is not installed and could not be installed: closed-loop ingest rows are skipped"
+
+# promtool (in Debian's prometheus package) checks /metrics in tests/test_metrics.py; without
+# it that test is skipped, and fails under CI=true. Installed without recommends; where a
+# service manager runs, the package also enables a Prometheus server (stop it if unwanted).
+PROMTOOL_CHECK = command -v promtool >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	 >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
+	 apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1)); } || \
+	echo "promtool is not installed and could not be installed: the promtool test is skipped"
 
 bench: $(DEVSTAMP)
 	@$(WRK_CHECK)

@@ -46,6 +46,11 @@ def required_tool(name: str, package: str) -> str:
     return path
 
 
+@pytest.fixture
+def promtool() -> str:
+    return required_tool("promtool", "prometheus")
+
+
 def content_type_params(header: str) -> tuple[str, list[str]]:
     """The media type and the parameter names of a Content-Type, in order."""
     media, *params = (part.strip() for part in header.split(";"))
@@ -146,8 +151,7 @@ async def test_metrics_reflect_a_scripted_run(tmp_path: Path) -> None:
             assert sent >= 3
 
 
-async def test_promtool_accepts_the_metrics_of_a_running_bot(tmp_path: Path) -> None:
-    promtool = required_tool("promtool", "prometheus")
+async def test_promtool_accepts_the_metrics_of_a_running_bot(tmp_path: Path, promtool: str) -> None:
     async with open_fakes() as fakes:
         settings = make_settings(fakes, tmp_path)
         async with open_bot(fakes, settings) as bot:
