@@ -11,7 +11,9 @@ webhooks get 503, ``/readyz`` 503, ``/healthz`` 200, and ``/health`` names the o
 from __future__ import annotations
 
 import errno
-from collections.abc import AsyncIterator
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -116,3 +118,89 @@ async def test_an_outage_past_the_turn_deadline_keeps_the_message_for_later(
             await wait_until(lambda: bot.service.store.stats().pending == 0, timeout=10)
             await trio.sleep(0.5)
             assert [m.body for m in fakes.whapi.sent_to(CHAT)] == ["Recibido: hola"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs mounted for the test (needs root); skipped where it cannot be mounted,
+    the ``FullDisk`` tests above cover the same path through the file layer."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        reason = f"cannot mount a tmpfs here: {done.stderr.decode().strip() or done.returncode}"
+        if os.environ.get("CI") == "true" and os.geteuid() == 0:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a filler file until the disk has no byte left; returns it (delete to free)."""
+    filler = disk / "filler.bin"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for size in (65536, 512, 1):  # the last bytes, a smaller write at a time
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+async def test_a_real_full_disk_delays_every_answer_and_loses_none(small_disk: Path) -> None:
+    users = [f"5730066{n:05d}" for n in range(6)]
+    async with open_fakes() as fakes:
+        settings = make_settings(
+            fakes,
+            small_disk / "data",
+            tmp_dir=small_disk.parent / "tmp-audio",
+            buffer_seconds=0.6,
+            store_recovery_seconds=0.2,
+            turn_timeout_seconds=2.0,
+            retry_max_seconds=0.2,
+        )
+        async with open_bot_on(fakes, settings, FileIO()) as bot:
+            expected: dict[str, list[str]] = {user: [] for user in users}
+
+            async def send(user: str, text: str) -> bool:
+                body = payloads.webhook([payloads.text_message(user, text)])
+                if (await bot.post(body)).status_code != 200:
+                    return False
+                expected[user].append(text)
+                return True
+
+            for user in users:  # acknowledged before: still in their buffers at the fill
+                assert await send(user, f"antes {user}")
+            filler = fill(small_disk)
+            refused = 0
+            for user in users:  # during: refused (Whapi retries) or, if taken, answered
+                if not await send(user, f"durante {user}"):
+                    refused += 1
+            await trio.sleep(3.0)  # past a turn deadline with the disk still full
+            assert not bot.service.store.healthy
+            assert refused, "a full disk refuses webhooks it cannot journal"
+            assert not any(fakes.whapi.sent_to(f"{u}@s.whatsapp.net") for u in users)
+            filler.unlink()
+            await wait_until(lambda: bot.service.store.healthy, timeout=10)
+            for user in users:  # after
+                assert await send(user, f"después {user}")
+            await wait_until(lambda: bot.service.store.stats().pending == 0, timeout=20)
+            await trio.sleep(0.5)
+            for user in users:
+                bodies = [m.body or "" for m in fakes.whapi.sent_to(f"{user}@s.whatsapp.net")]
+                answered = [text for text in expected[user] if any(text in b for b in bodies)]
+                assert answered == expected[user], (user, bodies)
+                assert not any("problema" in b.lower() for b in bodies), bodies  # no apology
+                for text in expected[user]:  # each answered once
+                    assert sum(text in b for b in bodies) == 1, (user, text, bodies)

@@ -1,7 +1,8 @@
 """Shared pieces of the reliability and security suite (issue 7).
 
-``scale`` picks a case count for ``make test`` or the heavier ``make chaos`` pass
-(``WABOT_CHAOS=1``); the other helpers read what the sandbox fakes recorded and speak raw
+``scale`` picks a case count for ``make test``, the heavier ``make chaos`` pass
+(``WABOT_CHAOS=1``) or the crash pass (``WABOT_CRASH=1``, ``make crash``): each test sizes its
+own heavy count so that every target ends within ten minutes on two cores. The other helpers read what the sandbox fakes recorded and speak raw
 HTTP when a test needs bytes that an HTTP client would normalise (dot segments, trickling).
 """
 
@@ -17,13 +18,22 @@ import trio
 
 from tests.harness import Fakes
 
-CHAOS = os.environ.get("WABOT_CHAOS", "").strip().lower() in {"1", "true", "yes", "on"}
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def scale(default: int, chaos: int, *, env: str | None = None) -> int:
-    """``default`` cases in ``make test``, ``chaos`` under ``WABOT_CHAOS=1``; ``env`` overrides."""
+CHAOS = _flag("WABOT_CHAOS")
+CRASH = _flag("WABOT_CRASH")
+
+
+def scale(default: int, chaos: int, *, crash: int | None = None, env: str | None = None) -> int:
+    """``default`` cases in ``make test``, ``chaos`` under ``WABOT_CHAOS=1``, ``crash`` (or
+    ``chaos``) under ``WABOT_CRASH=1``; a set ``env`` variable overrides all three."""
     if env is not None and os.environ.get(env, "").strip():
         return max(1, int(os.environ[env]))
+    if CRASH:
+        return chaos if crash is None else crash
     return chaos if CHAOS else default
 
 
