@@ -2,8 +2,9 @@
 
 ``scale`` picks a case count for ``make test``, the heavier ``make chaos`` pass
 (``WABOT_CHAOS=1``) or the crash pass (``WABOT_CRASH=1``, ``make crash``): each test sizes its
-own heavy count so that every target ends within ten minutes on two cores. The other helpers read what the sandbox fakes recorded and speak raw
-HTTP when a test needs bytes that an HTTP client would normalise (dot segments, trickling).
+own heavy count so that every target ends within ten minutes on two cores. The other helpers
+read what the sandbox fakes recorded and speak raw HTTP when a test needs bytes that an HTTP
+client would normalise (dot segments, trickling).
 """
 
 from __future__ import annotations
