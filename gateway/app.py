@@ -2,7 +2,7 @@
 
 ``POST /hook``, the webhook, is served in front of this app by ``gateway.hook`` (a bare ASGI
 endpoint: it is the hot path); every other request comes here. Bad input gets a clear status
-and changes nothing.
+and changes nothing; a refused admin token (401) is logged once, with the reason.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from quart_trio import QuartTrio
 
 from actors.events import Control
 from gateway.audio import register_audio
+from gateway.logs import log_refusal
 from gateway.metrics import render
 from gateway.service import Service
 
@@ -115,6 +116,16 @@ def create_app(service: Service) -> QuartTrio:
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not secrets_match(given.strip(), token):
             service.reject("admin_unauthorized")
+            log_refusal(
+                log,
+                status=401,
+                method=request.method,
+                path=request.path,
+                client=request.remote_addr,
+                why="no bearer token in the Authorization header"
+                if scheme.lower() != "bearer" or not given.strip()
+                else "the bearer token does not match WABOT_ADMIN_TOKEN",
+            )
             return _json({"error": "unauthorized"}, 401)
         return None
 

@@ -9,7 +9,7 @@ and app contexts, routes through werkzeug and wraps the answer in a response obj
 the body itself and answers with the same statuses and JSON bodies the Quart route did:
 
 - 401 ``unauthorized`` when ``WABOT_WEBHOOK_SECRET`` is set and ``X-Webhook-Secret`` differs
-  (constant-time comparison; the body is not read);
+  (constant-time comparison; the body is not read), logged once with the reason;
 - 503 while draining or before the gateway is up (Whapi retries);
 - 413 when ``Content-Length`` or the body read so far exceeds ``WABOT_MAX_BODY_BYTES``;
 - 408 when the body does not arrive within ``BODY_TIMEOUT_SECONDS``;
@@ -22,13 +22,17 @@ Any other method on ``/hook`` gets 405.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import trio
 
 from gateway.app import SECRET_HEADER, secrets_match
+from gateway.logs import log_refusal
 from gateway.service import Service
+
+log = logging.getLogger("gateway.hook")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -84,6 +88,17 @@ class HookEndpoint:
                     length = None
         if self.secret is not None and not secrets_match(given, self.secret):
             service.reject("unauthorized")
+            client = scope.get("client")
+            log_refusal(
+                log,
+                status=401,
+                method="POST",
+                path="/hook",
+                client=client[0] if client else None,
+                why=f"the {SECRET_HEADER} header is missing"
+                if given is None
+                else f"the {SECRET_HEADER} header does not match WABOT_WEBHOOK_SECRET",
+            )
             await _answer(send, 401, b'{"error":"unauthorized"}')
             return
         gateway = service.gateway

@@ -5,6 +5,15 @@ on the handler copies them from the context variables of ``actors.logcontext`` (
 a user actor and a turn start; trio tasks inherit them). Secrets never reach a log line: the
 formatter masks every configured token and key wherever it appears, as a last line of
 defence behind code that never logs them on purpose. Message text is logged at DEBUG only.
+
+The HTTP and SDK libraries (httpx, httpx2, httpcore, httpcore2, hpack, openai) log every
+request and frame at DEBUG and INFO: they are held at WARNING (``library_level``) whatever the
+root level, so DEBUG shows wabot's own lines. hypercorn keeps INFO (its start line and the
+access log) but never goes below the root level. The access log's request is structured:
+``method``, ``path`` (no query string), ``status``, ``duration_ms``, ``bytes`` and ``client``
+are fields of the record (JSON keys in production). A 401 is logged once, by the code that
+refused it, saying what was refused and why (``log_refusal``); hypercorn's access line for it
+is dropped.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from actors import logcontext
@@ -24,6 +33,11 @@ if TYPE_CHECKING:
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 #: The context fields, in the order the text format shows them.
 CONTEXT_FIELDS = ("user", "turn")
+#: Libraries whose request-by-request lines are noise: held at ``library_level``.
+QUIET_LIBRARIES = ("httpx", "httpx2", "httpcore", "httpcore2", "hpack", "openai")
+#: hypercorn's loggers: INFO (its start line, the access log), or the root level if higher.
+HYPERCORN_LOGGERS = ("hypercorn.error", "hypercorn.access")
+ACCESS_LOGGER = "hypercorn.access"
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -45,6 +59,69 @@ class ContextFilter(logging.Filter):
             if getattr(record, key, None) is None:
                 setattr(record, key, value)
         return True
+
+
+class AccessFields(logging.Filter):
+    """Copies hypercorn's access-log atoms into fields; drops 401s (``log_refusal`` logs them).
+
+    hypercorn logs each request as ``access_log_format % atoms``, with the atoms (a mapping)
+    as the record's ``args``; the format stays the message and the atoms become ``method``,
+    ``path``, ``status``, ``duration_ms``, ``bytes`` and ``client``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != ACCESS_LOGGER or not isinstance(record.args, Mapping):
+            return True
+        atoms = record.args
+        status = _int_or_none(atoms.get("s"))
+        if status == 401:
+            return False
+        record.method = atoms.get("m")
+        record.path = atoms.get("U")
+        record.status = status
+        duration = _float_or_none(atoms.get("L"))
+        record.duration_ms = None if duration is None else round(duration * 1000, 3)
+        record.bytes = _int_or_none(atoms.get("b"))
+        record.client = atoms.get("h")
+        return True
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def _float_or_none(value: object) -> float | None:
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
+def log_refusal(
+    logger: logging.Logger,
+    *,
+    status: int,
+    method: str,
+    path: str,
+    client: str | None,
+    why: str,
+) -> None:
+    """The one line for a refused request (the access log drops 401s): what, from where, why.
+
+    ``why`` names the header or setting at fault, never a value a client sent.
+    """
+    logger.warning(
+        "refused %s %s from %s with %d: %s",
+        method,
+        path,
+        client or "unknown client",
+        status,
+        why,
+        extra={"method": method, "path": path, "status": status, "client": client},
+    )
 
 
 class _Redactor:
@@ -100,14 +177,25 @@ class TextFormatter(logging.Formatter):
             del record.context
 
 
-def configure(*, production: bool, level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+def configure(
+    *,
+    production: bool,
+    level: str = "INFO",
+    secrets: Iterable[str] = (),
+    library_level: str = "WARNING",
+) -> None:
+    """Install the one handler on the root logger and set the levels (module docstring)."""
     redactor = _Redactor(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(redactor) if production else TextFormatter(redactor))
     handler.addFilter(ContextFilter())
+    handler.addFilter(AccessFields())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Their request lines (URLs, never bodies) are noise at INFO.
-    for name in ("httpx", "httpx2", "httpcore", "openai"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    floor = root.level
+    libraries = logging.getLevelName(library_level.upper())
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(floor, libraries))
+    for name in HYPERCORN_LOGGERS:
+        logging.getLogger(name).setLevel(max(floor, logging.INFO))
