@@ -244,14 +244,18 @@ class TurnRunner:
         tools: bool = True,
         resumed: bool = False,
     ) -> ModelReply:
-        with self.deps.telemetry.model_seconds.time():
-            return await self.deps.model.respond(
-                conversation_id=conversation_id,
-                input_items=items,
-                user_id=self.actor.key,
-                tools=self.deps.tools.schemas() if tools else (),
-                resumed=resumed,
-            )
+        started = trio.current_time()
+        try:
+            with self.deps.telemetry.model_seconds.time():
+                return await self.deps.model.respond(
+                    conversation_id=conversation_id,
+                    input_items=items,
+                    user_id=self.actor.key,
+                    tools=self.deps.tools.schemas() if tools else (),
+                    resumed=resumed,
+                )
+        finally:
+            self.turn.model_seconds += trio.current_time() - started
 
     async def _tool_loop(self, conversation_id: str, reply: ModelReply) -> Answer:
         """Run the tool calls of ``reply`` (the turn's first answer), round after round."""
@@ -271,6 +275,7 @@ class TurnRunner:
             last_round = rounds >= settings.tool_rounds
             results = []
             for call in reply.calls:
+                self.turn.tools.append(call.name)
                 result = await self.deps.tools.call(
                     call.name, call.arguments, context, seconds=settings.tool_timeout_seconds
                 )
@@ -324,6 +329,7 @@ class TurnRunner:
                 deps.telemetry.sends.labels("text", "error").inc()
                 raise
             deps.telemetry.sends.labels("text", "ok").inc()
+            self.turn.parts_sent += 1
             self.actor.remember_sent(sent.message_id)
 
     async def send_voice(self, text: str) -> bool:
@@ -347,6 +353,7 @@ class TurnRunner:
             log.warning("voice reply failed, sending text instead: %r", exc)
             return False
         deps.telemetry.sends.labels("voice", "ok").inc()
+        self.turn.voice_sent = True
         self.actor.remember_sent(sent.message_id)
         return True
 

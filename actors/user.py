@@ -24,7 +24,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -99,6 +99,11 @@ class TurnState:
     record_due: bool = False
     #: The stored intent of a turn a dead process left unfinished, which this turn resumes.
     resume: PendingTurn | None = None
+    #: What the turn did, for its log line and inspection.
+    model_seconds: float = 0.0
+    tools: list[str] = attrs.Factory(list)
+    parts_sent: int = 0
+    voice_sent: bool = False
 
 
 class _BoundedSet:
@@ -158,6 +163,7 @@ class UserActor:
         self._retry_at: float | None = None
         #: The last finished turn, for inspection: id, outcome, error, when, parts sent.
         self.last_turn: dict[str, Any] | None = None
+        self.last_reply: dict[str, Any] | None = None
 
     @property
     def conversation_lock(self) -> trio.Lock:
@@ -247,6 +253,13 @@ class UserActor:
             "paused_until": record.paused_until.isoformat()
             if record and record.paused_until
             else None,
+            "pause": {
+                "until": record.paused_until.isoformat(),
+                "by": record.paused_by or "unknown",
+            }
+            if record and self.paused() and record.paused_until
+            else None,
+            "last_reply": self.last_reply,
             "last_activity": record.last_activity.isoformat() if record else None,
             "last_turn": self.last_turn,
             "retry_in_seconds": _round(self._retry_at - now) if self._retry_at else None,
@@ -389,15 +402,23 @@ class UserActor:
             record = self.record or UserRecord.new(self.key, f"{self.key}@s.whatsapp.net", self.key)
             if command.action == "pause":
                 seconds = command.seconds or self.settings.handoff_pause_seconds
-                record = attrs.evolve(record, paused_until=utcnow() + timedelta(seconds=seconds))
+                until = utcnow() + timedelta(seconds=seconds)
+                record = attrs.evolve(record, paused_until=until, paused_by="operator")
             elif command.action == "resume":
-                record = attrs.evolve(record, paused_until=None)
+                record = attrs.evolve(record, paused_until=None, paused_by=None)
             elif command.action == "reset":
                 record = attrs.evolve(record, conversation_id=None, context_fingerprint=None)
             else:
                 raise ValueError(f"unknown action {command.action!r}")
             await self.save(record)
-            command.result.update(ok=True, record=record.to_json())
+            command.result.update(
+                ok=True,
+                user=self.key,
+                action=command.action,
+                paused_until=_iso_or_none(record.paused_until) if self.paused() else None,
+                paused_by=record.paused_by if self.paused() else None,
+                conversation_id=record.conversation_id,
+            )
             log.info("user %s: operator %s", self.key, command.action)
         except Exception as exc:
             command.result.update(ok=False, error=str(exc))
@@ -427,7 +448,7 @@ class UserActor:
         """Pause the bot for this chat and tell the model what the agent (and customer) said."""
         record = self.record or UserRecord.new(self.key, message.chat_id, self.key)
         until = utcnow() + timedelta(seconds=self.settings.handoff_pause_seconds)
-        await self.save(attrs.evolve(record, paused_until=until))
+        await self.save(attrs.evolve(record, paused_until=until, paused_by="agent"))
         await self._note_while_paused(waiting)
         await self._add_to_conversation(
             [
@@ -480,7 +501,7 @@ class UserActor:
         """Called by ``escalate_to_human``: a human takes the chat from now on."""
         assert self.record is not None
         until = utcnow() + timedelta(seconds=self.settings.handoff_pause_seconds)
-        await self.save(attrs.evolve(self.record, paused_until=until))
+        await self.save(attrs.evolve(self.record, paused_until=until, paused_by="escalation"))
 
     def _reload_pending(self, mailbox: Mailbox | None = None) -> None:
         """Buffer the user's unanswered messages from the durable inbox, oldest first.
@@ -516,6 +537,14 @@ class UserActor:
         self._retry_at = None
         self.turns += 1
         self.turn = TurnState(f"{self.key}-{self.turns}", trio.current_time(), ids, resume=resume)
+        log.info(
+            "user %s: turn %s starts: %d message(s), %d chars%s",
+            self.key,
+            self.turn.turn_id,
+            len(batch),
+            sum(len(m.text) for m in batch),
+            " (resumed)" if resume else "",
+        )
         self._nursery.start_soon(self._run_turn, batch, self.turn)
 
     def _unfinished_turn(self) -> PendingTurn | None:
@@ -609,14 +638,7 @@ class UserActor:
             finally:
                 self.deps.telemetry.turns.labels(outcome).inc()
                 self.deps.telemetry.turn_seconds.observe(trio.current_time() - turn.started_at)
-                self.last_turn = {
-                    "id": turn.turn_id,
-                    "outcome": outcome,
-                    "error": error,
-                    "ended_at": utcnow().isoformat(),
-                    "seconds": round(trio.current_time() - turn.started_at, 3),
-                    "resumed": turn.resume is not None,
-                }
+                self._log_turn(turn, outcome, error)
                 if outcome == "deferred":
                     self._defer(batch, turn)
                 elif settled is not None:
@@ -629,6 +651,42 @@ class UserActor:
                 self.turn = None
                 if self._wake is not None:
                     self._wake.cancel()  # re-evaluate: a buffer may have become due mid-turn
+
+    def _log_turn(self, turn: TurnState, outcome: str, error: str | None) -> None:
+        """The turn's one INFO line (WARNING when it failed), and what inspection shows of it."""
+        seconds = trio.current_time() - turn.started_at
+        ended = utcnow().isoformat()
+        self.last_turn = {
+            "id": turn.turn_id,
+            "outcome": outcome,
+            "error": error,
+            "ended_at": ended,
+            "seconds": round(seconds, 3),
+            "model_seconds": round(turn.model_seconds, 3),
+            "tools": list(turn.tools),
+            "parts_sent": turn.parts_sent,
+            "resumed": turn.resume is not None,
+        }
+        if turn.parts_sent or turn.voice_sent:
+            self.last_reply = {
+                "at": ended,
+                "parts": turn.parts_sent,
+                "kind": "voice" if turn.voice_sent else "text",
+            }
+        level = logging.INFO if outcome in {"replied", "cancelled"} else logging.WARNING
+        log.log(
+            level,
+            "user %s: turn %s %s in %.2f s (model %.2f s, tools: %s, parts sent: %d%s)%s",
+            self.key,
+            turn.turn_id,
+            outcome,
+            seconds,
+            turn.model_seconds,
+            ", ".join(turn.tools) or "none",
+            turn.parts_sent,
+            ", voice" if turn.voice_sent else "",
+            f": {error}" if error else "",
+        )
 
     # -- what the turn asks of its actor ---------------------------------------------------------
 
@@ -817,3 +875,7 @@ def _expected(exc: BaseException) -> bool:
 
 def _round(value: float) -> float | None:
     return None if math.isinf(value) else round(value, 3)
+
+
+def _iso_or_none(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

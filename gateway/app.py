@@ -10,9 +10,11 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -22,6 +24,7 @@ from gateway.audio import register_audio
 from gateway.logs import log_refusal
 from gateway.metrics import render
 from gateway.service import Service
+from store.records import UserRecord
 
 log = logging.getLogger("gateway.app")
 
@@ -36,6 +39,117 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 
 def _iso_time(unix: float | None) -> str | None:
     return None if unix is None else datetime.fromtimestamp(unix, UTC).isoformat()
+
+
+#: The longest pause the admin API accepts (a longer one is a mistake, not a handoff).
+MAX_PAUSE_SECONDS = 30 * 86400
+
+
+def pause_seconds(raw: str | None, action: str) -> float | None:
+    """``?seconds=`` of a control request: None (the default pause) or a checked number."""
+    if raw is None or raw == "":
+        return None
+    if action != "pause":
+        raise ValueError(f"seconds only applies to pause, not to {action}")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"seconds must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_PAUSE_SECONDS:
+        raise ValueError(f"seconds must be more than 0 and at most {MAX_PAUSE_SECONDS} (30 days)")
+    return seconds
+
+
+def flag(raw: str | None, name: str) -> bool:
+    """A boolean query parameter: absent, 1/true/yes or 0/false/no."""
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes"}:
+        return True
+    if value in {"", "0", "false", "no"}:
+        return False
+    raise ValueError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+@attrs.frozen
+class ActorQuery:
+    """``/actors`` filters and paging: ``phase``, ``paused``, ``failing``, ``offset``, ``limit``."""
+
+    phase: str | None = None
+    paused: bool | None = None
+    failing: bool | None = None
+    offset: int = 0
+    limit: int = 50
+
+    @classmethod
+    def from_args(cls, args: Any) -> ActorQuery:
+        def number(name: str, default: int, low: int, high: int) -> int:
+            raw = args.get(name)
+            if raw is None:
+                return default
+            if not raw.isdigit() or not low <= int(raw) <= high:
+                raise ValueError(f"{name} must be a whole number from {low} to {high}")
+            return int(raw)
+
+        def tristate(name: str) -> bool | None:
+            return None if args.get(name) is None else flag(args.get(name), name)
+
+        unknown = set(args) - {"phase", "paused", "failing", "offset", "limit"}
+        if unknown:
+            raise ValueError(
+                f"unknown parameter {sorted(unknown)[0]!r}: use phase, paused, failing, "
+                "offset, limit"
+            )
+        return cls(
+            phase=args.get("phase") or None,
+            paused=tristate("paused"),
+            failing=tristate("failing"),
+            offset=number("offset", 0, 0, 10**9),
+            limit=number("limit", 50, 1, 1000),
+        )
+
+    def matches(self, cell: Any) -> bool:
+        if self.phase is not None and cell.phase != self.phase:
+            return False
+        if self.paused is not None and _behavior_flag(cell, "paused") != self.paused:
+            return False
+        return self.failing is None or actor_failing(cell) == self.failing
+
+
+def record_view(record: UserRecord) -> dict[str, Any]:
+    """A stored record as the admin API shows it: snake_case, times in ISO-8601."""
+
+    def iso(value: datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    paused = record.paused_until is not None and record.paused_until > datetime.now(UTC)
+    return {
+        "chat_id": record.chat_id,
+        "user_name": record.user_name,
+        "name": record.name,
+        "labels": list(record.labels),
+        "conversation_id": record.conversation_id,
+        "created_at": iso(record.created_at),
+        "last_activity": iso(record.last_activity),
+        "last_turn_at": iso(record.last_turn_at),
+        "paused_until": iso(record.paused_until) if paused else None,
+        "paused_by": record.paused_by if paused else None,
+        "unfinished_turn": record.pending_turn.turn_id if record.pending_turn else None,
+    }
+
+
+def _behavior_flag(cell: Any, name: str) -> bool:
+    method = getattr(cell.behavior, name, None)
+    return bool(method()) if callable(method) else False
+
+
+def actor_failing(cell: Any) -> bool:
+    """Restarted, parked by the crash-loop guard, or its last turn did not answer."""
+    if cell.restarts or cell.parked_until is not None:
+        return True
+    last_turn = getattr(cell.behavior, "last_turn", None)
+    return bool(last_turn) and last_turn.get("outcome") not in {"replied", "cancelled"}
 
 
 def secrets_match(given: str | None, expected: str) -> bool:
@@ -96,8 +210,8 @@ def create_app(service: Service) -> QuartTrio:
             "inboxPending": stats.pending if stats else 0,
             "store": {
                 "healthy": stats.healthy if stats else False,
-                "outage_since": _iso_time(stats.outage_since) if stats else None,
-                "last_error": stats.last_error if stats else None,
+                "outageSince": _iso_time(stats.outage_since) if stats else None,
+                "lastError": stats.last_error if stats else None,
             },
         }
         return _json(body)
@@ -133,27 +247,43 @@ def create_app(service: Service) -> QuartTrio:
     async def actors() -> Response:
         if (denied := admin_denied()) is not None:
             return denied
+        try:
+            query = ActorQuery.from_args(request.args)
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
         supervisor = service.supervisor
         cells = supervisor.cells() if supervisor is not None else []
         now = trio.current_time()
         phases: dict[str, int] = {}
         for cell in cells:
             phases[cell.phase] = phases.get(cell.phase, 0) + 1
-        busiest = sorted(cells, key=lambda c: (c.mailbox_depth, now - c.spawned_at), reverse=True)
+        matching = [cell for cell in cells if query.matches(cell)]
+        busiest = sorted(
+            matching, key=lambda c: (c.mailbox_depth, now - c.spawned_at), reverse=True
+        )
+        page = busiest[query.offset : query.offset + query.limit]
         return _json(
             {
                 "live": len(cells),
                 "phases": phases,
-                "busiest": [
+                "matching": len(matching),
+                "offset": query.offset,
+                "limit": query.limit,
+                "next_offset": query.offset + len(page)
+                if query.offset + len(page) < len(matching)
+                else None,
+                "actors": [
                     {
                         "user": cell.key,
                         "phase": cell.phase,
+                        "paused": _behavior_flag(cell, "paused"),
+                        "failing": actor_failing(cell),
                         "mailbox": cell.mailbox_depth,
                         "age_seconds": round(now - cell.spawned_at, 3),
                         "idle_seconds": round(now - cell.last_active, 3),
                         "restarts": cell.restarts,
                     }
-                    for cell in busiest[:20]
+                    for cell in page
                 ],
             }
         )
@@ -178,7 +308,7 @@ def create_app(service: Service) -> QuartTrio:
         if record is None:
             return _json({"error": "unknown user"}, 404)
         return _json(
-            {"user": user, "live": False, "phase": "passivated", "record": record.to_json()}
+            {"user": user, "live": False, "phase": "passivated", "record": record_view(record)}
         )
 
     @app.post("/actors/<user>/<action>")
@@ -186,18 +316,34 @@ def create_app(service: Service) -> QuartTrio:
         if (denied := admin_denied()) is not None:
             return denied
         if action not in {"pause", "resume", "reset"}:
-            return _json({"error": "unknown action"}, 404)
+            return _json({"error": "unknown action: use pause, resume or reset"}, 404)
         if not user.isdigit() or len(user) > 20:
             return _json({"error": "a user is the phone number's digits"}, 400)
-        seconds = request.args.get("seconds", type=float)
-        command = Control(action, seconds)
+        try:
+            seconds = pause_seconds(request.args.get("seconds"), action)
+            create = flag(request.args.get("create"), "create")
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
         if service.supervisor is None or service.draining:
             return _json({"error": "not ready"}, 503)
+        known = service.supervisor.cell(user) is not None or (
+            service.store is not None and service.store.get(user) is not None
+        )
+        if not known and not (action == "pause" and create):
+            return _json(
+                {
+                    "error": "unknown customer: this number never wrote to the bot"
+                    + ("; add ?create=1 to pause it before it does" if action == "pause" else "")
+                },
+                404,
+            )
+        command = Control(action, seconds)
         await service.supervisor.tell(user, command, wait=5.0)
         with trio.move_on_after(10):
             await command.done.wait()
         if not command.done.is_set():
             return _json({"error": "the actor did not answer in time"}, 504)
+        log.info("operator: %s %s%s", action, user, f" for {seconds:g} s" if seconds else "")
         return _json(command.result, 200 if command.result.get("ok") else 500)
 
     @app.errorhandler(404)

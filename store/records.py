@@ -123,6 +123,8 @@ class UserRecord:
     labels: tuple[str, ...] = ()
     #: Handoff: the bot stays silent in this chat until this time (a human agent is talking).
     paused_until: datetime | None = None
+    #: Who paused it: "operator" (admin API), "agent" (a human wrote) or "escalation" (tool).
+    paused_by: str | None = None
     #: Fingerprint of the last context block sent to the model (name, labels) and when.
     context_fingerprint: str | None = None
     context_sent_at: datetime | None = None
@@ -156,6 +158,7 @@ class UserRecord:
             "name": self.name,
             "labels": list(self.labels) if self.labels else None,
             "pausedUntil": _iso(self.paused_until),
+            "pausedBy": self.paused_by,
             "contextFingerprint": self.context_fingerprint,
             "contextSentAt": _iso(self.context_sent_at),
             "lastTurnAt": _iso(self.last_turn_at),
@@ -187,6 +190,7 @@ class UserRecord:
             name=_optional_str(raw, "name"),
             labels=tuple(labels),
             paused_until=_optional_time(raw, "pausedUntil"),
+            paused_by=_optional_str(raw, "pausedBy"),
             context_fingerprint=_optional_str(raw, "contextFingerprint"),
             context_sent_at=_optional_time(raw, "contextSentAt"),
             last_turn_at=_optional_time(raw, "lastTurnAt"),

@@ -8,6 +8,7 @@ written, and that nothing is lost once it recovers.
 from __future__ import annotations
 
 import errno
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -98,7 +99,15 @@ async def test_admin_endpoints_need_the_token_and_are_off_without_one(tmp_path: 
             assert post.status_code == 401
             right = await bot.http.get(url, headers=AUTH)
             assert right.status_code == 200
-            assert right.json() == {"live": 0, "phases": {}, "busiest": []}
+            assert right.json() == {
+                "live": 0,
+                "phases": {},
+                "matching": 0,
+                "offset": 0,
+                "limit": 50,
+                "next_offset": None,
+                "actors": [],
+            }
         async with open_bot(fakes, make_settings(fakes, tmp_path / "b")) as bot:
             for method, path in (("GET", "/actors"), ("GET", f"/actors/{USER}")):
                 response = await bot.http.request(method, f"{bot.url}{path}", headers=AUTH)
@@ -132,7 +141,7 @@ async def test_inspection_mid_buffer_mid_turn_and_passivated(tmp_path: Path) -> 
             assert with_text["buffer"]["texts"] == ["hola", "mi pedido 123"]
             overview = (await bot.http.get(f"{bot.url}/actors", headers=AUTH)).json()
             assert overview["live"] == 1 and overview["phases"] == {"buffering": 1}
-            assert overview["busiest"][0]["user"] == USER
+            assert overview["actors"][0]["user"] == USER
 
             await wait_until(lambda: len(responses_calls(fakes)) == 1, timeout=5)
             await trio.sleep(0.2)
@@ -147,7 +156,7 @@ async def test_inspection_mid_buffer_mid_turn_and_passivated(tmp_path: Path) -> 
             info = await inspect(bot, text="1")
             assert info["live"] is False and info["phase"] == "passivated"
             assert (
-                info["record"]["conversationId"] == responses_calls(fakes)[0].json["conversation"]
+                info["record"]["conversation_id"] == responses_calls(fakes)[0].json["conversation"]
             )
             assert "pedido" not in str(info)
             missing = await bot.http.get(f"{bot.url}/actors/573000000000", headers=AUTH)
@@ -163,7 +172,8 @@ async def test_pause_resume_and_reset_through_the_api(tmp_path: Path) -> None:
             first_conversation = responses_calls(fakes)[-1].json["conversation"]
 
             paused = await control(bot, "pause")
-            assert paused["ok"] is True and paused["record"]["pausedUntil"]
+            assert paused["ok"] is True and paused["paused_until"]
+            assert paused["paused_by"] == "operator"
             assert (await inspect(bot))["phase"] == "paused"
             await say(bot, "¿hay alguien?")
             await trio.sleep(0.6)
@@ -171,7 +181,7 @@ async def test_pause_resume_and_reset_through_the_api(tmp_path: Path) -> None:
             assert len(responses_calls(fakes)) == 1
 
             resumed = await control(bot, "resume")
-            assert resumed["ok"] is True and not resumed["record"].get("pausedUntil")
+            assert resumed["ok"] is True and resumed["paused_until"] is None
             await say(bot, "sigo aquí")
             await fakes.whapi.wait_sent(2, to=CHAT)
             assert responses_calls(fakes)[-1].json["conversation"] == first_conversation
@@ -256,3 +266,94 @@ async def test_store_failure_after_the_reply_sends_no_fallback(tmp_path: Path) -
             await trio.sleep(0.5)
             bodies = [m.body for m in fakes.whapi.sent_to(CHAT)]
             assert settings.fallback_text not in bodies, bodies
+
+
+async def test_control_input_is_validated_and_unknown_customers_are_not_created(
+    tmp_path: Path,
+) -> None:
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, admin_token=ADMIN_TOKEN)
+        async with open_bot(fakes, settings) as bot:
+            await say(bot, "hola")
+            await fakes.whapi.wait_sent(1, to=CHAT)
+            url = f"{bot.url}/actors/{USER}/pause"
+            for bad in ("abc", "-5", "0", "nan", "inf", str(31 * 86400)):
+                response = await bot.http.post(url, headers=AUTH, params={"seconds": bad})
+                assert response.status_code == 400, bad
+                assert "seconds must be" in response.json()["error"]
+            resume_with_seconds = await bot.http.post(
+                f"{bot.url}/actors/{USER}/resume", headers=AUTH, params={"seconds": "60"}
+            )
+            assert resume_with_seconds.status_code == 400
+            assert (await inspect(bot))["phase"] != "paused", "a refused request changed nothing"
+
+            stranger = "573001112223"
+            refused = await bot.http.post(f"{bot.url}/actors/{stranger}/pause", headers=AUTH)
+            assert refused.status_code == 404 and "create=1" in refused.json()["error"]
+            assert bot.service.store.get(stranger) is None, "no record for an unknown number"
+            for action in ("resume", "reset"):
+                response = await bot.http.post(
+                    f"{bot.url}/actors/{stranger}/{action}", headers=AUTH
+                )
+                assert response.status_code == 404
+            created = await bot.http.post(
+                f"{bot.url}/actors/{stranger}/pause",
+                headers=AUTH,
+                params={"create": "1", "seconds": "120"},
+            )
+            assert created.status_code == 200, created.text
+            body = created.json()
+            assert set(body) >= {"ok", "user", "action", "paused_until", "paused_by"}
+            assert body["paused_by"] == "operator"
+            assert bot.service.store.get(stranger) is not None
+
+
+async def test_inspection_says_why_and_the_overview_filters_and_pages(tmp_path: Path) -> None:
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, admin_token=ADMIN_TOKEN)
+        async with open_bot(fakes, settings) as bot:
+            users = [f"5730077{n:05d}" for n in range(5)]
+            for user in users:
+                await say(bot, "hola", user=user)
+            for user in users:
+                await fakes.whapi.wait_sent(1, to=f"{user}@s.whatsapp.net")
+            info = await inspect(bot, users[0])
+            assert info["last_turn"]["outcome"] == "replied"
+            assert info["last_turn"]["parts_sent"] == 1 and info["last_turn"]["error"] is None
+            assert info["last_turn"]["model_seconds"] >= 0
+            assert info["last_reply"]["parts"] == 1 and info["last_reply"]["at"]
+            assert info["pause"] is None
+
+            await control(bot, "pause", users[1])
+            paused = await inspect(bot, users[1])
+            assert paused["pause"]["by"] == "operator" and paused["pause"]["until"]
+
+            fakes.openai.faults.add("/v1/responses$", status=500, times=math.inf)
+            await say(bot, "¿sigues?", user=users[2])
+            await fakes.whapi.wait_sent(2, to=f"{users[2]}@s.whatsapp.net", timeout=20)
+            fakes.openai.faults.clear()
+            failing = await inspect(bot, users[2])
+            assert failing["last_turn"]["outcome"] == "fallback"
+            assert "500" in failing["last_turn"]["error"]
+
+            async def overview(**params: str) -> dict[str, Any]:
+                response = await bot.http.get(f"{bot.url}/actors", headers=AUTH, params=params)
+                assert response.status_code == 200, response.text
+                return response.json()
+
+            everyone = await overview()
+            assert everyone["matching"] == 5 and len(everyone["actors"]) == 5
+            only_paused = await overview(paused="1")
+            assert [a["user"] for a in only_paused["actors"]] == [users[1]]
+            only_failing = await overview(failing="1")
+            assert [a["user"] for a in only_failing["actors"]] == [users[2]]
+            first = await overview(limit="2")
+            second = await overview(limit="2", offset=str(first["next_offset"]))
+            third = await overview(limit="2", offset=str(second["next_offset"]))
+            seen = [a["user"] for page in (first, second, third) for a in page["actors"]]
+            assert sorted(seen) == sorted(users) and third["next_offset"] is None
+            idle = await overview(phase="idle")
+            assert all(a["phase"] == "idle" for a in idle["actors"])
+            for bad in ({"limit": "0"}, {"offset": "-1"}, {"paused": "maybe"}, {"sort": "x"}):
+                response = await bot.http.get(f"{bot.url}/actors", headers=AUTH, params=bad)
+                assert response.status_code == 400, bad

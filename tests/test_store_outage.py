@@ -81,7 +81,7 @@ async def test_a_short_outage_delays_the_answer_and_shows_typing(
             assert (await bot.http.get(f"{bot.url}/readyz")).status_code == 503
             assert (await bot.http.get(f"{bot.url}/healthz")).status_code == 200
             health = (await bot.http.get(f"{bot.url}/health")).json()
-            assert health["store"]["outage_since"]
+            assert health["store"]["outageSince"]
             await trio.sleep(1.0)
             assert not fakes.whapi.sent_to(CHAT), "nothing is sent while the store is down"
             typing = [e for e, presence in fakes.whapi.presences_put if presence == "typing"]
@@ -90,7 +90,7 @@ async def test_a_short_outage_delays_the_answer_and_shows_typing(
             await fakes.whapi.wait_sent(1, to=CHAT, timeout=10)
             await wait_until(lambda: bot.service.store.stats().pending == 0, timeout=10)
             assert [m.body for m in fakes.whapi.sent_to(CHAT)] == ["Recibido: hola"]
-            assert (await bot.http.get(f"{bot.url}/health")).json()["store"]["outage_since"] is None
+            assert (await bot.http.get(f"{bot.url}/health")).json()["store"]["outageSince"] is None
         assert any("store outage ended" in r.getMessage() for r in caplog.records)
 
 
