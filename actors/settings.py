@@ -99,6 +99,8 @@ class Settings:
     #: After a failed journal write, how often the store retries re-persisting its state.
     store_recovery_seconds: float = 5.0
     log_level: str = "INFO"
+    #: Put the customer's message text in the "message received" log line (off: privacy).
+    log_message_text: bool = False
 
     # Turns and upstream calls.
     turn_timeout_seconds: float = 120.0
@@ -354,6 +356,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_MEMORY_CHECK_SECONDS", "memory_check_seconds", _positive_seconds),
     ("WABOT_STORE_RECOVERY_SECONDS", "store_recovery_seconds", _positive_seconds),
     ("WABOT_LOG_LEVEL", "log_level", lambda name, raw: _log_level(name, raw)),
+    ("WABOT_LOG_MESSAGE_TEXT", "log_message_text", _bool),
     ("WABOT_TURN_TIMEOUT_SECONDS", "turn_timeout_seconds", _positive_seconds),
     ("WABOT_OPENAI_TIMEOUT_SECONDS", "openai_timeout_seconds", _positive_seconds),
     ("WABOT_OPENAI_MAX_ATTEMPTS", "openai_max_attempts", _count),

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import trio
 
+from actors.events import InboundMessage
 from actors.runtime import Draining, Supervisor
 from actors.settings import Settings
 from actors.telemetry import Telemetry
@@ -116,6 +117,18 @@ class Gateway:
         self.counters.webhook("accepted")
         return Outcome(200, {"received": True})
 
+    def _log_received(self, event: InboundMessage) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        log.info(
+            "message %s from %s: %s, %d chars%s",
+            event.message_id,
+            event.user_id,
+            event.kind,
+            len(event.text),
+            f": {event.text!r}" if self.settings.log_message_text else "",
+        )
+
     async def _journal_and_route(self, parsed: ParsedWebhook) -> None:
         fresh = [m for m in parsed.messages if m.event.message_id not in self.window]
         self.counters.duplicates += len(parsed.messages) - len(fresh)
@@ -131,6 +144,7 @@ class Gateway:
                     # PENDING: a concurrent or post-restart redelivery; the actor dedupes it.
                     if status is InboxStatus.NEW:
                         self.counters.messages += 1
+                        self._log_received(event)
                     else:
                         self.counters.duplicates += 1
                     # Journaled: never wait for mailbox space (a full one resyncs from the inbox).
