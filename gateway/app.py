@@ -37,6 +37,14 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     )
 
 
+def _bound_port(server: Any) -> int | None:
+    """The port this request came in on (ASGI's ``server``): under ``hypercorn -b`` it is the
+    bound one, whatever ``PORT`` says."""
+    if isinstance(server, list | tuple) and len(server) == 2 and isinstance(server[1], int):
+        return server[1]
+    return None
+
+
 def _iso_time(unix: float | None) -> str | None:
     return None if unix is None else datetime.fromtimestamp(unix, UTC).isoformat()
 
@@ -195,7 +203,7 @@ def create_app(service: Service) -> QuartTrio:
             if service.ready
             else ("draining" if service.draining else "unhealthy"),
             "environment": settings.env,
-            "port": settings.port,
+            "port": _bound_port(request.scope.get("server")) or settings.port,
             "initialized": service.gateway is not None,
             "activeBuffers": sum(
                 1

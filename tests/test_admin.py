@@ -214,6 +214,7 @@ async def test_readiness_and_health_then_draining(tmp_path: Path) -> None:
         health = (await bot.http.get(f"{bot.url}/health")).json()
         assert health["status"] == "healthy" and health["initialized"] is True
         assert {"activeBuffers", "threadStats", "environment", "port"} <= set(health)
+        assert health["port"] == httpx.URL(bot.url).port  # the bound port, not PORT's 0
         bot.service.begin_drain()
         draining = await bot.http.get(f"{bot.url}/readyz")
         assert draining.status_code == 503 and draining.json()["draining"] is True
