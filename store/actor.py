@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -692,7 +693,14 @@ async def open_store(config: StoreConfig) -> AsyncIterator[Store]:
     lock.acquire()
     try:
         loaded = await trio.to_thread.run_sync(
-            load, files, config.dedupe_window_seconds, config.dedupe_max_ids, config.clock()
+            partial(
+                load,
+                files,
+                config.dedupe_window_seconds,
+                config.dedupe_max_ids,
+                config.clock(),
+                progress_seconds=config.replay_progress_seconds,
+            )
         )
         writer = await trio.to_thread.run_sync(_boot_fixups, config, files, loaded)
         if len(loaded.state.records) >= config.gc_freeze_min_records:

@@ -40,6 +40,8 @@ class StoreConfig:
     #: the cyclic GC's reach, so full collections stop rescanning millions of long-lived
     #: records (records hold no cycles; they are still freed by reference counting).
     gc_freeze_min_records: int = 10_000
+    #: While a long journal replays at start, a progress line is logged this often.
+    replay_progress_seconds: float = 2.0
     #: Wall clock (seconds since the epoch); tests pass a fake one.
     clock: Callable[[], float] = time.time
     #: File operations (the fault-injection seam).
