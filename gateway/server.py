@@ -8,7 +8,8 @@ before it can be journaled); "listening on URL" is logged once the service is re
 ``stop`` it drains in the order an operator expects — readiness 503 and webhooks 503 at once
 while the listener stays up, in-flight turns finish within ``WABOT_DRAIN_SECONDS``, then the
 listener closes and the store flushes. Without credentials the loopback fakes of Whapi and
-OpenAI run in the same nursery and a banner says so.
+OpenAI run in the same nursery and a banner says so. In production each request is logged
+by hypercorn's access log, in the format of ``hypercorn.toml``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ SANDBOX_BANNER = """
 """
 
 
+#: The access log line (hypercorn atoms): client, request line, status, bytes, seconds.
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+
+
 def hypercorn_config(settings: Settings) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [f"{settings.host}:{settings.port}"]
@@ -54,7 +59,9 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.read_timeout = int(max(1, settings.http_read_timeout_seconds))
     config.keep_alive_timeout = settings.http_keep_alive_seconds
     config.h11_max_incomplete_size = 16 * 1024
-    config.accesslog = None
+    # Production logs each request as hypercorn.toml does (JSON fields: gateway.logs).
+    config.accesslog = logging.getLogger("hypercorn.access") if settings.production else None
+    config.access_log_format = ACCESS_LOG_FORMAT
     config.errorlog = logging.getLogger("hypercorn.error")
     config.workers = 1
     return config

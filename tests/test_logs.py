@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import re
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,9 +21,17 @@ import trio
 from actors.logcontext import bind
 from gateway import logs
 from gateway.logs import ContextFilter, JsonFormatter, TextFormatter, _Redactor
+from gateway.server import ACCESS_LOG_FORMAT
 from sandbox import payloads
 from tests.harness import OPENAI_KEY, SECRET, WHAPI_TOKEN, open_fakes
-from tests.process import ADMIN_TOKEN, BotProcess, free_port, hypercorn_command, open_bot_process
+from tests.process import (
+    ADMIN_TOKEN,
+    REPO,
+    BotProcess,
+    free_port,
+    hypercorn_command,
+    open_bot_process,
+)
 
 USER = "573001234567"
 SECRETS = (WHAPI_TOKEN, OPENAI_KEY, SECRET, ADMIN_TOKEN)
@@ -142,6 +151,11 @@ def test_access_log_atoms_become_fields_and_its_401_lines_are_dropped() -> None:
     assert access.filter(other) and not hasattr(other, "status")
 
 
+def test_wabot_serve_logs_requests_in_the_format_of_hypercorn_toml() -> None:
+    config = tomllib.loads((REPO / "hypercorn.toml").read_text())
+    assert config["access_log_format"] == ACCESS_LOG_FORMAT
+
+
 async def run_session(bot: BotProcess, fakes: object) -> None:
     """A refused webhook, a turn with a retried model call (a warning inside the turn), then an
     operator pause."""
@@ -175,6 +189,11 @@ async def test_production_logs_are_json_with_user_and_turn_and_no_secrets(tmp_pa
         ("gateway.hook", "warning", "/hook")
     ]
     assert "X-Webhook-Secret header is missing" in refusals[0]["msg"]
+    # wabot serve logs requests in production as the hypercorn command does.
+    access = [e for e in entries if e["logger"] == "hypercorn.access"]
+    hooks = [(e["method"], e["status"]) for e in access if e["path"] == "/hook"]
+    assert hooks and set(hooks) == {("POST", 200)}  # the message, and the echo of the reply
+    assert all(isinstance(e["duration_ms"], float) for e in access)
     everything = bot.logs
     for secret in SECRETS:
         assert secret not in everything
