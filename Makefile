@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint format crash chaos bench bench-full clean
+.PHONY: run test lint format docs crash chaos bench bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ format: $(DEVSTAMP)
 test: $(DEVSTAMP) lint
 	@$(PROMTOOL_CHECK)
 	$(BIN)/python -m pytest -q
+
+# The README's settings tables and .env.example, from actors/settings_doc.py.
+docs: $(STAMP)
+	$(BIN)/python -m actors.settings_doc .
 
 crash: $(DEVSTAMP)
 	WABOT_CRASH=1 $(BIN)/python -m pytest -q -s tests -k crash

@@ -7,16 +7,19 @@ variable, so a typo stops the start instead of surfacing hours later.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 
 T = TypeVar("T")
+log = logging.getLogger("actors.settings")
 
 DEFAULT_INSTRUCTIONS = (
     "Eres el asistente de WhatsApp de la empresa. Responde en el idioma del cliente, con "
@@ -163,8 +166,31 @@ class Settings:
 
     # Replies in voice.
     voice_replies: bool = True
-    speech_model: str = "gpt-4o-mini-tts"
-    speech_voice: str = "nova"
+    #: "realtime" (OpenAI's Realtime API) or "http" (``/v1/audio/speech``, which OpenAI shuts
+    #: down on 2027-01-06: refused at start from that day).
+    speech_backend: str = "realtime"
+    speech_model: str = "gpt-realtime-2.1-mini"
+    speech_voice: str = "marin"
+    speech_speed: float = 1.0
+    #: Deadline of one whole synthesis (waiting for a socket, every sentence, the encoding).
+    speech_timeout_seconds: float = 30.0
+    #: Deadline of the websocket's connection (and of its closing handshake).
+    speech_connect_timeout_seconds: float = 10.0
+    #: The longest silence allowed between two events of the Realtime server.
+    speech_event_timeout_seconds: float = 10.0
+    #: Realtime websockets open at once, process-wide (one per synthesis).
+    speech_max_sockets: int = 16
+    #: Long replies are spoken in responses of whole sentences up to this many characters.
+    speech_chunk_chars: int = 400
+    #: The cap of output tokens of one Realtime response (OpenAI's maximum is 4096).
+    speech_max_output_tokens: int = 4096
+    #: Largest normalised word edit distance between the text and what the voice said.
+    speech_max_distance: float = 0.15
+    #: Worker threads that encode PCM to OGG/Opus at once.
+    speech_encode_threads: int = 2
+    #: WhatsApp limits of a voice note: a longer or larger one goes as text.
+    voice_max_seconds: float = 300.0
+    voice_max_mb: float = 16.0
     voice_max_chars: int = 600
     #: Replies matching any of these are sent as text (prices, nights, links, amounts).
     voice_text_patterns: tuple[str, ...] = (
@@ -299,6 +325,30 @@ def _log_level(name: str, raw: str) -> str:
     return raw.upper()
 
 
+def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return value
+
+
+def _between(
+    low: float, high: float, parse: Callable[[str], Any] = float, *, allow_zero: bool = True
+) -> Any:
+    """A number in ``[low, high]``."""
+    at_least = _number(parse, minimum=low, allow_zero=allow_zero)
+
+    def convert(name: str, raw: str) -> Any:
+        value = at_least(name, raw)
+        if value > high:
+            raise SettingsError(f"{name} must be at most {high}, got {raw!r}")
+        return value
+
+    return convert
+
+
+SPEECH_BACKENDS = ("realtime", "http")
+
 _seconds = _number(float, minimum=0.0)
 _positive_seconds = _number(float, minimum=0.0, allow_zero=False)
 _count = _number(int, minimum=1)
@@ -396,8 +446,20 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_OPERATOR_CHAT", "operator_chat", _optional),
     ("WABOT_HISTORY_COUNT", "history_count", _count),
     ("WABOT_VOICE_REPLIES", "voice_replies", _bool),
+    ("WABOT_SPEECH_BACKEND", "speech_backend", lambda n, raw: _choice(n, raw, SPEECH_BACKENDS)),
     ("WABOT_SPEECH_MODEL", "speech_model", _text),
     ("WABOT_SPEECH_VOICE", "speech_voice", _text),
+    ("WABOT_SPEECH_SPEED", "speech_speed", _between(0.25, 1.5)),
+    ("WABOT_SPEECH_TIMEOUT_SECONDS", "speech_timeout_seconds", _positive_seconds),
+    ("WABOT_SPEECH_CONNECT_TIMEOUT_SECONDS", "speech_connect_timeout_seconds", _positive_seconds),
+    ("WABOT_SPEECH_EVENT_TIMEOUT_SECONDS", "speech_event_timeout_seconds", _positive_seconds),
+    ("WABOT_SPEECH_MAX_SOCKETS", "speech_max_sockets", _count),
+    ("WABOT_SPEECH_CHUNK_CHARS", "speech_chunk_chars", _number(int, minimum=40)),
+    ("WABOT_SPEECH_MAX_OUTPUT_TOKENS", "speech_max_output_tokens", _between(1, 4096, int)),
+    ("WABOT_SPEECH_MAX_DISTANCE", "speech_max_distance", _between(0.0, 1.0)),
+    ("WABOT_SPEECH_ENCODE_THREADS", "speech_encode_threads", _count),
+    ("WABOT_VOICE_MAX_SECONDS", "voice_max_seconds", _positive_seconds),
+    ("WABOT_VOICE_MAX_MB", "voice_max_mb", _between(0.0, 16.0, allow_zero=False)),
     ("WABOT_VOICE_MAX_CHARS", "voice_max_chars", _count),
     ("WABOT_VOICE_TEXT_PATTERNS", "voice_text_patterns", _list),
     ("WABOT_PUBLIC_URL", "public_url", _url),
@@ -443,3 +505,57 @@ def _build(env: Mapping[str, str]) -> Settings:
     if settings.max_part_chars > 4096:
         raise SettingsError("WABOT_MAX_PART_CHARS must be at most 4096")
     return settings
+
+#: OpenAI's announced shutdown dates of the speech, Realtime and transcription models.
+SPEECH_SHUTDOWN = date(2027, 1, 6)
+REALTIME_ALIASES_SHUTDOWN = date(2027, 1, 20)
+TRANSCRIPTION_SHUTDOWN = date(2027, 2, 26)
+_REALTIME = "gpt-realtime-2.1-mini"
+
+#: A model id (or a prefix, ending in ``*``) that OpenAI retires: its shutdown date, and what
+#: replaces it. Every ``/v1/audio/speech`` model goes on 2027-01-06; the Realtime aliases on
+#: 2027-01-20; every transcription model but ``gpt-transcribe`` on 2027-02-26.
+RETIRED_MODELS: tuple[tuple[str, date, str], ...] = (
+    ("tts-1", SPEECH_SHUTDOWN, f"{_REALTIME} (with WABOT_SPEECH_BACKEND=realtime)"),
+    ("tts-1-hd", SPEECH_SHUTDOWN, f"{_REALTIME} (with WABOT_SPEECH_BACKEND=realtime)"),
+    ("gpt-4o-mini-tts*", SPEECH_SHUTDOWN, f"{_REALTIME} (with WABOT_SPEECH_BACKEND=realtime)"),
+    ("gpt-realtime", REALTIME_ALIASES_SHUTDOWN, _REALTIME),
+    ("gpt-realtime-2025-08-28", REALTIME_ALIASES_SHUTDOWN, _REALTIME),
+    ("gpt-realtime-mini*", REALTIME_ALIASES_SHUTDOWN, _REALTIME),
+    ("gpt-audio-mini*", REALTIME_ALIASES_SHUTDOWN, _REALTIME),
+    ("whisper-1", TRANSCRIPTION_SHUTDOWN, "gpt-transcribe"),
+    ("gpt-4o-transcribe*", TRANSCRIPTION_SHUTDOWN, "gpt-transcribe"),
+    ("gpt-4o-mini-transcribe*", TRANSCRIPTION_SHUTDOWN, "gpt-transcribe"),
+)
+
+
+def retirement(model: str) -> tuple[date, str] | None:
+    """(shutdown date, replacement) of a retired model id; None for one with no such date."""
+    for pattern, shutdown, replacement in RETIRED_MODELS:
+        prefix = pattern.removesuffix("*")
+        if model == prefix or (pattern.endswith("*") and model.startswith(prefix)):
+            return shutdown, replacement
+    return None
+
+
+def warn_retired_models(settings: Settings, *, today: date | None = None) -> list[str]:
+    """Log (WARNING) and return one line per configured model id that OpenAI retires."""
+    today = today or datetime.now(UTC).date()
+    lines: list[str] = []
+    for name, model in (
+        ("OPENAI_MODEL", settings.openai_model),
+        ("WABOT_SPEECH_MODEL", settings.speech_model),
+        ("WABOT_TRANSCRIPTION_MODEL", settings.transcription_model),
+    ):
+        retired = retirement(model)
+        if retired is None:
+            continue
+        shutdown, replacement = retired
+        when = "shut it down" if today >= shutdown else "shuts it down"
+        lines.append(
+            f"{name}={model} is a retired model: OpenAI {when} on {shutdown:%Y-%m-%d}; "
+            f"set {name} to {replacement}"
+        )
+    for line in lines:
+        log.warning("%s", line)
+    return lines

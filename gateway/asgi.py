@@ -36,7 +36,7 @@ from typing import NoReturn
 import attrs
 import trio
 
-from actors.settings import Settings, SettingsError
+from actors.settings import Settings, SettingsError, unknown_variables
 from gateway import logs
 from gateway.app import create_app
 from gateway.gcpace import stop_collecting_for_exit
@@ -64,6 +64,8 @@ def create_asgi_app() -> HookEndpoint:
         level=settings.log_level,
         secrets=logs.secrets_of(settings),
     )
+    for line in unknown_variables():
+        log.warning("%s", line)
     if os.environ.get("PYTHONMALLOC") != "malloc":
         log.warning(
             "PYTHONMALLOC is not 'malloc': memory freed when customers' actors retire stays "

@@ -22,7 +22,7 @@ from typing import NoReturn
 
 import trio
 
-from actors.settings import Settings, SettingsError
+from actors.settings import Settings, SettingsError, unknown_variables
 from gateway import logs
 
 log = logging.getLogger("wabot")
@@ -72,18 +72,61 @@ def exit_fast(code: int) -> NoReturn:
     os._exit(code)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="wabot", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the bot (the sandbox when credentials are missing)")
-    say = commands.add_parser("say", help="send a message to a running sandbox, print the reply")
-    say.add_argument("user", help="the customer's phone digits, e.g. 573001234567")
-    say.add_argument("text")
-    say.add_argument("--timeout", type=float, default=60.0)
-    store = commands.add_parser("store", help="store maintenance: backup, verify, restore, ...")
-    store.add_argument("args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+DESCRIPTION = (
+    "wabot, a WhatsApp assistant for a business's own number: Whapi.Cloud in, OpenAI out. "
+    "Settings come from the environment (and .env); without credentials `serve` runs the "
+    "local sandbox against loopback fakes."
+)
+EPILOG = (
+    "exit status: 0 success; 1 runtime failure; 2 bad configuration or usage (an invalid "
+    "setting, missing credentials in production, a data directory in use or corrupt)."
+)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``wabot`` command line: every command and argument with its one-line help."""
+    from store.cli import DESCRIPTION as STORE_DESCRIPTION
+    from store.cli import add_commands as add_store_commands
+
+    parser = argparse.ArgumentParser(prog="wabot", description=DESCRIPTION, epilog=EPILOG)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "serve",
+        help="run the bot (the sandbox when credentials are missing)",
+        description="Run the bot until SIGTERM or Ctrl-C, then drain. Without credentials "
+        "it runs against the loopback fakes of Whapi and OpenAI (the sandbox).",
+    )
+    say = commands.add_parser(
+        "say",
+        help="send a message to the running sandbox and print the bot's reply",
+        description="Post a simulated customer message to the sandbox that `make run` "
+        "started (found from any directory of the checkout) and print each reply part.",
+    )
+    say.add_argument("user", help="the customer's phone number, digits only (573001234567)")
+    say.add_argument("text", help="what the customer writes (quote it)")
+    say.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the first reply part (default 60)",
+    )
+    commands.add_parser(
+        "settings",
+        help="list every setting: variable, default, current value, meaning",
+        description="Every WABOT_* setting (and the credentials) with its default, its "
+        "current value from the environment and .env (secrets masked) and what it does.",
+    )
+    store = commands.add_parser(
+        "store",
+        help="data directory maintenance: backup, verify, restore, stats, list, import",
+        description=STORE_DESCRIPTION,
+    )
+    add_store_commands(store)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -94,14 +137,21 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level,
         secrets=logs.secrets_of(settings),
     )
+    for line in unknown_variables():
+        log.warning("%s", line)
     if args.command == "serve":
         return serve(settings)
     if args.command == "say":
         return say_command(settings, args.user, args.text, args.timeout)
-    from gateway.service import store_config
-    from store.cli import main as store_main
+    if args.command == "settings":
+        from actors.settings_doc import describe
 
-    return store_main(args.args, store_config(settings))
+        print(describe(settings))
+        return 0
+    from gateway.service import store_config
+    from store.cli import run as store_run
+
+    return store_run(args, store_config(settings))
 
 
 def serve(settings: Settings) -> int:

@@ -59,58 +59,78 @@ _READ_ATTEMPTS = 5
 
 
 def main(argv: list[str], config: StoreConfig) -> int:
-    parser = _parser()
+    """Parse ``argv`` (the words after ``wabot store``) and run the command."""
+    parser = argparse.ArgumentParser(prog="wabot store", description=DESCRIPTION)
+    add_commands(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and REFUSED
+    return run(args, config)
+
+
+def run(args: argparse.Namespace, config: StoreConfig) -> int:
+    """Run the store command parsed by a parser that ``add_commands`` built."""
+    command = args.store_command
     files = DataFiles(config.data_dir)
     out = sys.stdout
     try:
-        if args.command == "stats":
+        if command == "stats":
             return _stats(files, config, out)
-        if args.command == "list":
+        if command == "list":
             return _list(files, config, out, args.json)
-        if args.command == "verify":
+        if command == "verify":
             return _verify(files, config, out)
-        if args.command == "backup":
+        if command == "backup":
             return _backup(files, config, out, args.kind)
-        if args.command == "restore":
+        if command == "restore":
             return _restore(files, config, out, Path(args.file), args.allow_empty)
-        if args.command == "import":
+        if command == "import":
             return _import(config, out, Path(args.path))
     except DataDirLocked as exc:
-        print(f"wabot store {args.command}: refused: {exc}", file=sys.stderr)
+        print(f"wabot store {command}: refused: {exc}", file=sys.stderr)
         return REFUSED
     except StoreCorrupt as exc:
-        print(f"wabot store {args.command}: {exc.damage}; {exc.advice}", file=sys.stderr)
+        print(f"wabot store {command}: {exc.damage}; {exc.advice}", file=sys.stderr)
         return FAILED
     except (OSError, ValueError) as exc:
-        print(f"wabot store {args.command}: failed: {exc}", file=sys.stderr)
+        print(f"wabot store {command}: failed: {exc}", file=sys.stderr)
         return FAILED
-    parser.print_usage(sys.stderr)
+    print(f"wabot store: unknown command {command!r}", file=sys.stderr)
     return REFUSED
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wabot store", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    backup = commands.add_parser("backup", help="write a backup into data/backups/")
+DESCRIPTION = (
+    "Maintenance of the data directory: backups, checks, restore, counts, listing and the "
+    "import of the original bot's files. stats, list, verify and backup also work while the "
+    "bot runs; restore and import refuse while it holds the data directory."
+)
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """Add the store's subcommands (dest ``store_command``) to ``parser``."""
+    commands = parser.add_subparsers(dest="store_command", required=True, metavar="COMMAND")
+    backup = commands.add_parser(
+        "backup", help="write a backup of the current state into DATA_DIR/backups/"
+    )
     backup.add_argument("--kind", default="manual", help="backup kind in the file name")
-    commands.add_parser("verify", help="check snapshot, journal and backups")
-    restore = commands.add_parser("restore", help="install a backup as the snapshot")
-    restore.add_argument("file")
+    commands.add_parser("verify", help="check snapshot, journal and every backup; print counts")
+    restore = commands.add_parser(
+        "restore", help="install a backup as the snapshot (the current files are kept aside)"
+    )
+    restore.add_argument("file", help="the backup to install (see `wabot store verify`)")
     restore.add_argument(
         "--allow-empty",
         action="store_true",
         help="restore even if FILE holds no valid record (empties the store on purpose)",
     )
-    commands.add_parser("stats", help="counts and sizes")
-    listing = commands.add_parser("list", help="one line per user")
+    commands.add_parser("stats", help="counts of records and messages, file sizes")
+    listing = commands.add_parser("list", help="one line per customer")
     listing.add_argument("--json", action="store_true", help="print a JSON object instead")
     importing = commands.add_parser("import", help="merge the original bot's files")
-    importing.add_argument("path")
-    return parser
+    importing.add_argument(
+        "path", help="threads.json, threads-data.json, guest files, or their directory"
+    )
 
 
 # --------------------------------------------------------------------- reading
