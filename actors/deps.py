@@ -1,9 +1,10 @@
 """Opening and closing what every user actor shares: the upstream clients and caches.
 
-``open_user_deps`` builds the Whapi client, the OpenAI clients (model, audio), the media
-fetcher, the chat-info cache, the tool registry, the validator and the audio shelf from the
-settings, runs the sweepers of temporary media, and closes every client on the way out
-(shielded, so a cancelled shutdown still releases its connections).
+``open_user_deps`` builds the Whapi client, the OpenAI clients (model, audio, and the speech
+backend ``WABOT_SPEECH_BACKEND`` selects), the media fetcher, the chat-info cache, the tool
+registry, the validator and the audio shelf from the settings, runs the sweepers of temporary
+media, and closes every client on the way out (shielded, so a cancelled shutdown still releases
+its connections).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from actors.context import ChatInfoCache
 from actors.events import InboundMessage
 from actors.media import MediaFetcher
 from actors.model import ModelClient
+from actors.realtime import RealtimeSynthesizer
 from actors.retry import RetryPolicy
 from actors.settings import Settings
 from actors.telemetry import Telemetry
 from actors.tools import load_registry
 from actors.user import UserDeps
 from actors.validation import load_validator
-from actors.voice import AudioShelf, OpenAIAudio
+from actors.voice import AudioShelf, OpenAIAudio, Synthesizer
 from actors.whapi import WhapiClient
 from store import Store
 from store.tempfiles import TempFiles
@@ -36,6 +38,28 @@ def temp_files(settings: Settings) -> TempFiles:
         root=settings.tmp_dir,
         max_total_bytes=int(settings.tmp_max_mb * 2**20),
         max_age_seconds=settings.tmp_max_age_seconds,
+    )
+
+
+def realtime_synthesizer(settings: Settings, telemetry: Telemetry | None) -> RealtimeSynthesizer:
+    """The Realtime API speech backend, configured from the settings."""
+    return RealtimeSynthesizer(
+        api_key=settings.openai_api_key or "",
+        base_url=settings.openai_base_url,
+        model=settings.speech_model,
+        voice=settings.speech_voice,
+        speed=settings.speech_speed,
+        timeout=settings.speech_timeout_seconds,
+        connect_timeout=settings.speech_connect_timeout_seconds,
+        event_timeout=settings.speech_event_timeout_seconds,
+        max_sockets=settings.speech_max_sockets,
+        chunk_chars=settings.speech_chunk_chars,
+        max_output_tokens=settings.speech_max_output_tokens,
+        max_distance=settings.speech_max_distance,
+        encode_threads=settings.speech_encode_threads,
+        max_seconds=settings.voice_max_seconds,
+        max_bytes=int(settings.voice_max_mb * 2**20),
+        telemetry=telemetry,
     )
 
 
@@ -81,6 +105,9 @@ async def open_user_deps(
         speech_model=settings.speech_model,
         speech_voice=settings.speech_voice,
     )
+    synthesizer: Synthesizer = audio
+    if settings.speech_backend == "realtime":
+        synthesizer = realtime_synthesizer(settings, telemetry)
     media = MediaFetcher(
         whapi_base_url=settings.whapi_api_url,
         whapi_token=settings.whapi_token or "",
@@ -101,7 +128,7 @@ async def open_user_deps(
                 model=model,
                 media=media,
                 audio=audio,
-                synthesizer=audio,
+                synthesizer=synthesizer,
                 chat_info=ChatInfoCache(
                     whapi,
                     ttl=settings.chat_info_ttl_seconds,

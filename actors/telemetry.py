@@ -2,8 +2,9 @@
 
 Counters that already live on their owners (gateway, supervisor, store) are read at scrape
 time by ``gateway.metrics``; this module holds what must be observed as it happens: turn
-outcomes and latencies, model latency, sends, tool calls. One ``Telemetry`` per service (no
-global default registry), so two services in one test process never mix their numbers.
+outcomes and latencies, model latency, sends, tool calls, speech latency and the voice replies
+that fell back to text. One ``Telemetry`` per service (no global default registry), so two
+services in one test process never mix their numbers.
 """
 
 from __future__ import annotations
@@ -55,4 +56,16 @@ class Telemetry:
         )
         self.flood_dropped = Counter(
             "wabot_flood_dropped", "Messages dropped under the flood rule", registry=r
+        )
+        self.voice_fallbacks = Counter(
+            "wabot_voice_fallbacks",
+            "Voice replies sent as text instead because synthesis failed, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.speech_seconds = Histogram(
+            "wabot_speech_seconds",
+            "Time to synthesize one voice reply (Realtime API and encoding)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )

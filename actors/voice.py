@@ -1,8 +1,10 @@
 """Audio with OpenAI: transcription of voice notes in, speech synthesis out.
 
-The synthesizer sits behind a small interface (``Synthesizer``): OpenAI's current speech
-models retire on 2027-01-06 and the Realtime replacement needs a websocket client that does
-not run under trio, so another provider must be pluggable without touching the turn.
+The synthesizer sits behind a small interface (``Synthesizer``), so the turn does not know
+which backend speaks: ``WABOT_SPEECH_BACKEND=realtime`` (the default, ``actors.realtime``:
+OpenAI's Realtime API over a trio websocket) or ``http`` (``OpenAIAudio.synthesize`` on
+``/v1/audio/speech``, whose models OpenAI shuts down on 2027-01-06; ``speech_setting_problems``
+refuses it at start from that day, naming the setting to change).
 ``speakable`` decides when a reply may be spoken: prices, nights, amounts and links are
 forced to text (a customer must be able to read them back), and so is anything long.
 
@@ -17,6 +19,7 @@ import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -25,6 +28,7 @@ import trio
 
 from actors.model import pooled_http_client
 from actors.retry import Retryable, RetryPolicy, retrying
+from actors.settings import SPEECH_SHUTDOWN, Settings, warn_retired_models
 
 log = logging.getLogger("actors.voice")
 T = TypeVar("T")
@@ -39,6 +43,60 @@ class AudioError(Exception):
 class Synthesizer(Protocol):
     async def synthesize(self, text: str) -> bytes:
         """OGG/Opus audio of ``text`` (WhatsApp's voice-note format)."""
+
+
+#: The models of ``/v1/audio/speech`` (the ``http`` backend), all shut down on 2027-01-06.
+HTTP_SPEECH_MODELS = frozenset(
+    {"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"}
+)
+#: The Realtime API's built-in voices (``nova``, the original bot's, is not one of them).
+REALTIME_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"
+)  # fmt: skip
+
+
+def speech_setting_problems(settings: Settings, *, today: date | None = None) -> list[str]:
+    """Why the configured speech cannot work (one line each, naming the setting); [] if it can.
+
+    Checked at start: the ``http`` backend from its shutdown date on, a model or voice that
+    the chosen backend does not have. Nothing is checked with ``WABOT_VOICE_REPLIES`` off.
+    """
+    if not settings.voice_replies:
+        return []
+    today = today or datetime.now(UTC).date()
+    backend, model, voice = settings.speech_backend, settings.speech_model, settings.speech_voice
+    problems: list[str] = []
+    if backend == "http":
+        if today >= SPEECH_SHUTDOWN:
+            problems.append(
+                f"WABOT_SPEECH_BACKEND=http: OpenAI shut /v1/audio/speech down on "
+                f"{SPEECH_SHUTDOWN:%Y-%m-%d}; set WABOT_SPEECH_BACKEND=realtime (with "
+                "WABOT_SPEECH_MODEL=gpt-realtime-2.1-mini), or WABOT_VOICE_REPLIES=false"
+            )
+        elif model not in HTTP_SPEECH_MODELS:
+            problems.append(
+                f"WABOT_SPEECH_BACKEND=http needs a /v1/audio/speech model in WABOT_SPEECH_MODEL "
+                f"({', '.join(sorted(HTTP_SPEECH_MODELS))}), got {model!r}"
+            )
+        return problems
+    if model in HTTP_SPEECH_MODELS:
+        problems.append(
+            f"WABOT_SPEECH_MODEL={model} is a /v1/audio/speech model, not a Realtime one; set "
+            "WABOT_SPEECH_MODEL=gpt-realtime-2.1-mini (or WABOT_SPEECH_BACKEND=http until "
+            f"{SPEECH_SHUTDOWN:%Y-%m-%d})"
+        )
+    if voice not in REALTIME_VOICES and not voice.startswith("voice_"):
+        problems.append(
+            f"WABOT_SPEECH_VOICE={voice} is not a Realtime voice; set it to one of "
+            f"{', '.join(REALTIME_VOICES)} (marin and cedar sound best), or a custom voice_… id"
+        )
+    return problems
+
+
+def check_audio_models_at_start(settings: Settings, *, today: date | None = None) -> list[str]:
+    """At start: log a warning per retired model id; return what refuses the start."""
+    warn_retired_models(settings, today=today)
+    return speech_setting_problems(settings, today=today)
 
 
 def speakable(text: str, *, patterns: Sequence[str], max_chars: int) -> bool:

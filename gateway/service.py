@@ -18,6 +18,7 @@ import gc
 import logging
 import os
 from collections.abc import Callable
+from datetime import date
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from actors.runtime import Behavior, Cell, RuntimeConfig, Supervisor
 from actors.settings import Settings
 from actors.telemetry import Telemetry
 from actors.user import UserActor, UserDeps
+from actors.voice import check_audio_models_at_start
 from gateway.gateway import Gateway
 from gateway.gcpace import FullCollectionPacer
 from gateway.metrics import register_collectors
@@ -100,8 +102,11 @@ class Service:
         *,
         wrap_behavior: BehaviorWrapper | None = None,
         file_io: FileIO | None = None,
+        today: date | None = None,
     ) -> None:
         self.settings = settings
+        #: The date the start-up checks of model shutdowns use (tests inject one; None: today).
+        self.today = today
         self.wrap_behavior = wrap_behavior
         #: The store's file operations; tests pass one that injects faults.
         self.file_io = file_io
@@ -155,6 +160,9 @@ class Service:
     async def _open_and_run(self, task_status: Any) -> None:
         settings = self.settings
         check_data_dir(settings.data_dir)
+        problems = check_audio_models_at_start(settings, today=self.today)
+        if problems:
+            raise StartupError("; ".join(problems))
         async with contextlib.AsyncExitStack() as stack:
             try:
                 store = await stack.enter_async_context(

@@ -261,6 +261,16 @@ class FakeServer:
         self.faults.clear()
         self.clear_calls()
 
+    async def websocket(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        """A websocket connection (ASGI); refused (403) unless a subclass serves it."""
+        if (await receive())["type"] == "websocket.connect":
+            await send({"type": "websocket.close"})
+
     async def started(self, nursery: trio.Nursery) -> None:
         """Hook run once serving (e.g. to open clients, start helper tasks)."""
 
@@ -469,6 +479,9 @@ class FakeServer:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "websocket":
+            await self.websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         chunks: list[bytes] = []

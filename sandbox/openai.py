@@ -3,7 +3,8 @@
 It speaks enough of the real API for the official ``openai`` SDK: conversations and their
 items, ``POST /v1/responses`` (answers come from a pluggable `Responder`; one response in flight
 per conversation, else 400 ``conversation_locked``; input and output items are appended to the
-conversation only after completion), transcriptions (multipart) and speech (binary audio).
+conversation only after completion), transcriptions (multipart) and speech (binary audio),
+and the Realtime API's websocket on the same port (``fake.realtime``, see ``sandbox.realtime``).
 
 Given a ``state_file``, it keeps its conversations there (loaded at construction, written a
 moment after each change and when it stops), so a sandbox restarted on the same data
@@ -21,7 +22,7 @@ import os
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +31,7 @@ import trio
 
 from sandbox.base import BoundedDict, FakeServer, Request, Response, Route, json_response, route
 from sandbox.faults import FaultRule, Faults
+from sandbox.realtime import FakeRealtime
 
 DEFAULT_TRANSCRIPT = "transcripción de prueba"
 ERROR_TYPES = {
@@ -301,6 +303,8 @@ class FakeOpenAI(FakeServer):
         self.responses_created = 0
         self.state_file = state_file
         self._changed = trio.Event()
+        #: The Realtime websocket (``/v1/realtime``); handshake faults come from ``faults``.
+        self.realtime = FakeRealtime(api_key, http_faults=self.faults)
         if state_file is not None:
             self._load_state(state_file)
 
@@ -767,9 +771,30 @@ class FakeOpenAI(FakeServer):
         audio = fake_audio(response_format, body["input"])
         return Response(200, audio, content_type=AUDIO_CONTENT_TYPES[response_format])
 
+    # ----------------------------------------------------------------- realtime
+    async def websocket(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        """Every websocket goes to the fake Realtime API (which refuses other paths)."""
+        await self.realtime.serve(scope, receive, send)
+
+    def reset(self) -> None:
+        """Forget faults, recorded calls and the Realtime sockets, faults and transcripts."""
+        super().reset()
+        self.realtime.reset()
+
     # ----------------------------------------------------------------- control API
     async def control(self, request: Request) -> Response | None:
-        """Extra control endpoints: ``GET /__fake__/conversations``."""
+        """Extra control endpoints: ``GET /__fake__/conversations``, ``/__fake__/realtime/…``."""
+        realtime = "/__fake__/realtime/"
+        if request.path.startswith(realtime):
+            answer = await self.realtime.control(
+                request.path[len(realtime) :], request.method, request.body
+            )
+            return None if answer is None else json_response(*answer)
         if request.method == "GET" and request.path.endswith("/conversations"):
             return json_response(200, {"conversations": self.conversations})
         if request.method == "POST" and request.path.endswith("/transcripts"):

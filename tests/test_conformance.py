@@ -180,6 +180,19 @@ class VendorSpecs:
         )
         yield from _errors(where, validator, data)
 
+    def check_realtime_event(self, event: Any) -> Iterator[str]:
+        """Problems of one Realtime client event (websocket) against its OpenAPI schema."""
+        kind = event.get("type", "") if isinstance(event, dict) else ""
+        name = "RealtimeClientEvent" + "".join(p.title() for p in re.split(r"[._]", kind))
+        where = f"openai realtime event {kind!r}"
+        if name not in self.openai["components"]["schemas"]:
+            yield f"{where}: no schema {name} in openai-openapi.yaml"
+            return
+        validator = jsonschema.Draft202012Validator(
+            {"$ref": f"{OPENAI_SPEC_URI}#/components/schemas/{name}"}, registry=self.registry
+        )
+        yield from _errors(where, validator, event)
+
 
 def _is_number(value: str) -> bool:
     try:

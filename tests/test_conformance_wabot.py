@@ -2,8 +2,9 @@
 
 The session touches every kind of call wabot makes: conversation create, responses with a
 context note, images and tools, function-call outputs, conversation items (handoff notes),
-transcription, speech, text and voice sends, presence, chat info, history and labels. Skips
-with a clear reason when ``../shared/vendor`` is not beside the repository.
+transcription, speech (the Realtime API's client events), text and voice sends, presence, chat
+info, history and labels. Skips with a clear reason when ``../shared/vendor`` is not beside the
+repository.
 """
 
 from __future__ import annotations
@@ -72,7 +73,6 @@ async def test_wabot_requests_conform_to_vendor_specs(
             "/v1/conversations",
             "/v1/responses",
             "/v1/audio/transcriptions",
-            "/v1/audio/speech",
             "/messages/text",
             "/messages/voice",
             f"/chats/{CHAT}",
@@ -84,4 +84,11 @@ async def test_wabot_requests_conform_to_vendor_specs(
         problems = check_calls_against_vendor_specs(
             fakes.whapi.calls, fakes.openai.calls, specs=specs
         )
+        sockets = fakes.openai.realtime.sessions
+        kinds = {event["type"] for socket in sockets for event in socket.events}
+        assert kinds == {"session.update", "response.create"}, "the session spoke no voice reply"
+        assert not fakes.openai.realtime.invalid_events
+        for socket in sockets:
+            for event in socket.events:
+                problems.extend(specs.check_realtime_event(event))
         assert problems == []

@@ -62,8 +62,9 @@ async def test_voice_note_is_transcribed_and_answered_in_voice(tmp_path: Path) -
         assert [m.type for m in sent] == ["voice"]
         assert sent[0].media.startswith("data:audio/ogg;base64,")
         assert (CHAT, "recording") in fakes.whapi.presences_put
-        speech = [c for c in fakes.openai.calls if c.path == "/v1/audio/speech"]
-        assert speech[0].json["response_format"] == "opus"
+        (socket,) = fakes.openai.realtime.sessions  # the Realtime API spoke the answer
+        assert socket.model == "gpt-realtime-2.1-mini" and socket.closed
+        assert not fakes.openai.realtime.invalid_events
         assert not fakes.whapi.invalid_calls and not fakes.openai.invalid_calls
 
 
@@ -76,6 +77,7 @@ async def test_prices_force_a_text_reply_to_a_voice_note(tmp_path: Path) -> None
             await fakes.whapi.wait_sent(1, to=CHAT)
         assert [m.type for m in fakes.whapi.sent_to(CHAT)] == ["text"]
         assert not [c for c in fakes.openai.calls if c.path == "/v1/audio/speech"]
+        assert not fakes.openai.realtime.sessions
 
 
 async def test_image_goes_to_the_model_with_its_caption(tmp_path: Path) -> None:
