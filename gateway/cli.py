@@ -222,23 +222,77 @@ def _leaves(error: BaseException) -> list[BaseException]:
     return [error]
 
 
+def find_sandbox(data_dir: Path, start: Path | None = None) -> Path | None:
+    """The marker file of the running sandbox: in ``data_dir``, or, for a relative
+    ``data_dir``, beside any parent of ``start`` (the working directory) or of the checkout
+    this code runs from, so that ``wabot say`` works from any directory of the checkout."""
+    from gateway.server import SANDBOX_FILE
+
+    if data_dir.is_absolute():
+        candidates = [data_dir]
+    else:
+        here = (start or Path.cwd()).resolve()
+        checkout = Path(__file__).resolve().parents[1]
+        bases = [here, *here.parents, checkout]
+        candidates = [base / data_dir for base in dict.fromkeys(bases)]
+    for candidate in candidates:
+        if (candidate / SANDBOX_FILE).is_file():
+            return candidate / SANDBOX_FILE
+    return None
+
+
+def pause_of(data_dir: Path, user: str) -> str | None:
+    """ "until … (by …)" when the bot is paused for ``user``, read from the store's files."""
+    from datetime import UTC, datetime
+
+    from gateway.service import store_config
+    from store.cli import read_consistent
+    from store.layout import DataFiles
+
+    try:
+        loaded = read_consistent(DataFiles(data_dir), store_config(Settings(data_dir=data_dir)))
+    except Exception:  # a store being compacted or damaged: the reply will tell
+        return None
+    record = loaded.state.get(user)
+    if record is None or record.paused_until is None:
+        return None
+    if record.paused_until <= datetime.now(UTC):
+        return None
+    return f"until {record.paused_until:%Y-%m-%d %H:%M} UTC (by {record.paused_by or 'unknown'})"
+
+
 def say_command(settings: Settings, user: str, text: str, timeout: float) -> int:
     """Post a simulated customer message to the running sandbox and print every reply part."""
     import httpx
 
-    from gateway.server import SANDBOX_FILE
-
-    marker = Path(settings.data_dir) / SANDBOX_FILE
-    if not marker.is_file():
-        print(
-            f"wabot: no running sandbox ({marker} is missing); start one with `make run`",
-            file=sys.stderr,
-        )
-        return 1
     if not user.isdigit():
         print("wabot: USER is the customer's phone number, digits only", file=sys.stderr)
         return 2
+    marker = find_sandbox(Path(settings.data_dir))
+    if marker is None:
+        print(
+            f"wabot: no running sandbox (no {settings.data_dir}/sandbox.json here or above); "
+            "start one with `make run`",
+            file=sys.stderr,
+        )
+        return 1
     info = json.loads(marker.read_text())
+    try:
+        return _say(info, settings, marker.parent, user, text, timeout)
+    except httpx.TransportError as exc:
+        print(
+            f"wabot: the sandbox at {info['hook_url']} does not answer ({type(exc).__name__}); "
+            "is `make run` still running? Start it again if it stopped.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _say(
+    info: dict[str, str], settings: Settings, data_dir: Path, user: str, text: str, timeout: float
+) -> int:
+    import httpx
+
     chat_id = f"{user}@s.whatsapp.net"
     headers = {"X-Webhook-Secret": settings.webhook_secret} if settings.webhook_secret else {}
     sent_url = f"{info['whapi_url']}/__fake__/sent"
@@ -269,6 +323,20 @@ def say_command(settings: Settings, user: str, text: str, timeout: float) -> int
                 file=sys.stderr,
             )
             return 1
+        paused = pause_of(data_dir, user)
+        if paused is not None:
+            print(
+                f"wabot: the bot is paused for {user} {paused}: it will not answer; resume "
+                f"with POST /actors/{user}/resume or wait",
+                file=sys.stderr,
+            )
+            return 0
+        print(
+            f"wabot: sent; waiting for the reply (the bot answers after "
+            f"{settings.buffer_seconds:g} s without new messages)...",
+            file=sys.stderr,
+            flush=True,
+        )
         printed = 0
         deadline = time.monotonic() + timeout
         # Print parts as they come; once something arrived, stop after 3 s of silence.
@@ -286,7 +354,9 @@ def say_command(settings: Settings, user: str, text: str, timeout: float) -> int
             after = got.get("next", after + len(messages))
     if printed:
         return 0
-    print("wabot: no reply within the timeout", file=sys.stderr)
+    paused = pause_of(data_dir, user)
+    reason = f": the bot is paused for this chat {paused}" if paused else ""
+    print(f"wabot: no reply within {timeout:g} s{reason}", file=sys.stderr)
     return 1
 
 

@@ -14,7 +14,14 @@ import trio
 
 from sandbox import payloads
 from tests.harness import open_fakes, wait_until
-from tests.process import REPO, SERVE, bot_environ, clean_environ, open_bot_process
+from tests.process import (
+    ADMIN_TOKEN,
+    REPO,
+    SERVE,
+    bot_environ,
+    clean_environ,
+    open_bot_process,
+)
 
 USER = "573001234567"
 CLI = (sys.executable, "-m", "gateway.cli")
@@ -84,6 +91,36 @@ async def test_sandbox_serve_then_say_prints_a_reply(tmp_path: Path) -> None:
         assert await bot.wait_exit(8) == 0, bot.logs[-3000:]
     gone = await run_cli(("say", USER, "¿sigues?"), env, tmp_path)
     assert gone.returncode == 1 and "no running sandbox" in gone.stderr.decode()
+
+
+async def test_say_from_a_subdirectory_when_paused_and_when_the_sandbox_died(
+    tmp_path: Path,
+) -> None:
+    env = bot_environ(None, tmp_path / "data")
+    env["WABOT_DATA_DIR"] = "data"  # relative, as in a checkout
+    deep = tmp_path / "docs" / "deeper"
+    deep.mkdir(parents=True)
+    async with open_bot_process(None, tmp_path / "data", env=env, cwd=tmp_path) as bot:
+        await bot.wait_for_line("LOCAL SANDBOX", stream="stdout", timeout=10)
+        said = await run_cli(("say", USER, "hola desde abajo"), env, deep)
+        assert said.returncode == 0, said.stderr.decode()
+        assert "hola desde abajo" in said.stdout.decode()
+        assert "waiting for the reply" in said.stderr.decode()
+
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        paused = await bot.http.post(f"{bot.url}/actors/{USER}/pause", headers=headers)
+        assert paused.status_code == 200, paused.text
+        quiet = await run_cli(("say", USER, "¿hola?"), env, deep)
+        assert quiet.returncode == 0
+        assert f"the bot is paused for {USER}" in quiet.stderr.decode()
+        assert "by operator" in quiet.stderr.decode()
+
+        bot.kill()  # the marker file stays behind
+        await bot.wait_exit(10)
+    refused = await run_cli(("say", USER, "¿sigues?"), env, deep)
+    assert refused.returncode == 1
+    lines = refused.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "does not answer" in lines[0], lines
 
 
 MAKE = shutil.which("make")
