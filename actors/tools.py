@@ -1,9 +1,15 @@
 """Tools the model can call: a registry, the built-ins, and a business's own.
 
-A tool is a name, a description, a JSON-schema for its arguments and an async handler. The
-turn runs the Responses API's function-calling loop (``actors.user``): each call runs under
-its own deadline and any error goes back to the model as the tool's output, so a broken tool
-makes the model say so instead of breaking the turn. A business adds tools with a module path
+A tool is a name, a description, a JSON-schema for its arguments and an async handler. Tools
+are declared ``strict`` (OpenAI then generates arguments that match the schema), so a schema
+must meet strict mode's rules: every object lists all its properties as ``required`` (an
+optional one is typed ``[..., "null"]``) and sets ``additionalProperties: false``; the
+registry refuses a tool whose schema does not, at start. The arguments of every call are
+checked against the schema before the handler runs anyway: invalid ones go back to the model
+as an error output naming the problem. The turn runs the Responses API's function-calling
+loop (``actors.turn``): each call runs under its own deadline and any error goes back to the
+model as the tool's output, so a broken tool makes the model say so instead of breaking the
+turn. A business adds tools with a module path
 in ``WABOT_TOOLS_MODULE``; the module defines ``register(registry: ToolRegistry) -> None``.
 
 Built-in:
@@ -25,6 +31,7 @@ from typing import Any
 
 import attrs
 import trio
+from jsonschema import Draft202012Validator
 
 from actors.settings import Settings
 from actors.whapi import WhapiClient, WhapiError
@@ -48,6 +55,35 @@ class ToolContext:
 Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
 
 
+def strict_problems(schema: Any, where: str = "parameters") -> list[str]:
+    """Why ``schema`` is not valid for OpenAI's strict function calling (empty: it is)."""
+    if not isinstance(schema, dict):
+        return [f"{where}: a schema must be an object"]
+    problems: list[str] = []
+    types = schema.get("type")
+    types = types if isinstance(types, list) else [types]
+    if "object" in types:
+        properties = schema.get("properties", {})
+        if not isinstance(properties, dict):
+            return [f"{where}.properties: must be an object"]
+        if schema.get("additionalProperties") is not False:
+            problems.append(f"{where}: additionalProperties must be false")
+        missing = sorted(set(properties) - set(schema.get("required", [])))
+        if missing:
+            problems.append(
+                f"{where}: every property must be required (type an optional one "
+                f'["…", "null"]): {", ".join(missing)}'
+            )
+        for name, sub in properties.items():
+            problems.extend(strict_problems(sub, f"{where}.{name}"))
+    if "array" in types and "items" in schema:
+        problems.extend(strict_problems(schema["items"], f"{where}[]"))
+    for keyword in ("anyOf",):
+        for index, sub in enumerate(schema.get(keyword, [])):
+            problems.extend(strict_problems(sub, f"{where}.{keyword}[{index}]"))
+    return problems
+
+
 @attrs.frozen
 class Tool:
     name: str
@@ -55,6 +91,14 @@ class Tool:
     parameters: dict[str, Any]
     handler: Handler
     timeout: float | None = None
+    _validator: Draft202012Validator = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        Draft202012Validator.check_schema(self.parameters)
+        problems = strict_problems(self.parameters)
+        if problems:
+            raise ValueError(f"tool {self.name!r} is not strict: {'; '.join(problems)}")
+        object.__setattr__(self, "_validator", Draft202012Validator(self.parameters))
 
     def schema(self) -> dict[str, Any]:
         return {
@@ -62,8 +106,15 @@ class Tool:
             "name": self.name,
             "description": self.description,
             "parameters": self.parameters,
-            "strict": False,
+            "strict": True,
         }
+
+    def argument_errors(self, args: dict[str, Any]) -> list[str]:
+        """What is wrong with ``args`` for this tool's schema, one line per problem."""
+        return [
+            f"{'/'.join(str(p) for p in error.absolute_path) or 'arguments'}: {error.message}"
+            for error in sorted(self._validator.iter_errors(args), key=lambda e: list(e.path))
+        ]
 
 
 @attrs.frozen
@@ -103,6 +154,13 @@ class ToolRegistry:
                 raise ValueError("arguments must be a JSON object")
         except ValueError as exc:
             return ToolResult(json.dumps({"error": f"invalid arguments: {exc}"}), False)
+        errors = tool.argument_errors(args)
+        if errors:
+            log.warning("tool %s: invalid arguments for %s: %s", name, context.user_id, errors)
+            return ToolResult(
+                json.dumps({"error": "invalid arguments", "problems": errors}, ensure_ascii=False),
+                False,
+            )
         try:
             with trio.fail_after(tool.timeout or seconds):
                 output = await tool.handler(context, args)
@@ -196,6 +254,7 @@ BUILTINS = (
                 "summary": {"type": "string", "description": "Resumen para el equipo"},
             },
             "required": ["reason", "summary"],
+            "additionalProperties": False,
         },
         handler=escalate_to_human,
     ),
@@ -204,7 +263,14 @@ BUILTINS = (
         description="Devuelve los mensajes recientes de este chat de WhatsApp.",
         parameters={
             "type": "object",
-            "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 100}},
+            "properties": {
+                "count": {
+                    "type": ["integer", "null"],
+                    "description": "Cuántos mensajes (1 a 100; null: los de siempre)",
+                }
+            },
+            "required": ["count"],
+            "additionalProperties": False,
         },
         handler=get_conversation_context,
     ),
