@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 import trio
 
+from actors.buffering import Added, Buffer, Timings, due_at, timings_of
 from actors.context import ChatInfoCache
 from actors.events import AgentMessage, Control, InboundMessage, Presence
 from actors.logcontext import bind, label_task
@@ -73,20 +74,6 @@ class UserDeps:
     telemetry: Telemetry = attrs.Factory(Telemetry)
     #: Bounds the turns running at once across all actors (``WABOT_MAX_CONCURRENT_TURNS``).
     turn_slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(32))
-
-
-@attrs.define
-class Buffer:
-    messages: list[InboundMessage] = attrs.Factory(list)
-    #: The ids in ``messages``; a dict of str keys is not tracked by the cycle collector.
-    ids: dict[str, None] = attrs.Factory(dict)
-    chars: int = 0
-    first_at: float = 0.0
-    last_at: float = 0.0
-    last_voice: bool = False
-
-    def __len__(self) -> int:
-        return len(self.messages)
 
 
 @attrs.define
@@ -304,24 +291,20 @@ class UserActor:
                     self._wake = None
             self._maybe_start_turn()
 
+    @property
+    def timings(self) -> Timings:
+        return timings_of(self.settings)
+
     def _due(self) -> float:
         """When the buffered messages should be answered (``inf``: nothing to do now)."""
-        buffer = self.buffer
-        if self.turn is not None or not buffer.messages or self._closing:
-            return math.inf
-        if self.paused():
-            return -math.inf  # a pause began with messages waiting: settle them now
-        settings = self.settings
-        if len(buffer) >= settings.max_buffered or buffer.chars >= settings.max_buffered_chars:
-            return -math.inf
-        window = settings.voice_buffer_seconds if buffer.last_voice else settings.buffer_seconds
-        due = buffer.last_at + window
-        if self.typing_at is not None and self.typing_at > buffer.last_at:
-            due = max(due, self.typing_at + settings.typing_seconds)
-        due = min(due, buffer.first_at + settings.max_wait_seconds)
-        if self._retry_at is not None:
-            due = max(due, self._retry_at)  # a store outage put the last attempt off
-        return due
+        return due_at(
+            self.buffer,
+            self.timings,
+            busy=self.turn is not None or self._closing,
+            paused=bool(self.buffer.messages) and self.paused(),
+            typing_at=self.typing_at,
+            retry_at=self._retry_at,
+        )
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, InboundMessage):
@@ -352,29 +335,9 @@ class UserActor:
             self._handled.add(message.message_id)
             self._in_background(self._note_while_paused([message]))
             return
-        now = trio.current_time()
-        buffer = self.buffer
-        settings = self.settings
-        if not buffer.messages:
-            buffer.first_at = now
-        room = settings.max_buffered_chars - buffer.chars
-        if room <= 0:
+        if self.buffer.add(message, trio.current_time(), self.timings) is Added.DROPPED:
             self._drop_flood(message)
             return
-        text = message.text[:room]  # the character cap holds for one huge message too
-        if len(buffer) >= settings.max_buffered:
-            last = buffer.messages[-1]
-            buffer.messages[-1] = attrs.evolve(last, text=f"{last.text}\n{text}")
-            buffer.chars += len(text) + 1
-        else:
-            buffer.messages.append(
-                message if text == message.text else attrs.evolve(message, text=text)
-            )
-            buffer.chars += len(text)
-        # A merged id rides along in ``ids`` so it is marked done with the turn.
-        buffer.ids[message.message_id] = None
-        buffer.last_at = now
-        buffer.last_voice = message.is_voice
         self.typing_status = None
 
     def _drop_flood(self, message: InboundMessage) -> None:
@@ -533,7 +496,7 @@ class UserActor:
             self._in_background(self._note_while_paused(waiting))
             return
         resume = self._unfinished_turn()
-        batch, ids = self._take_batch(set(resume.message_ids) if resume else None)
+        batch, ids = self.buffer.take(set(resume.message_ids) if resume else None)
         self._retry_at = None
         self.turns += 1
         self.turn = TurnState(f"{self.key}-{self.turns}", trio.current_time(), ids, resume=resume)
@@ -566,25 +529,6 @@ class UserActor:
         log.info("user %s: resuming turn %s left unfinished by a restart", self.key, intent.turn_id)
         return intent
 
-    def _take_batch(self, only: set[str] | None) -> tuple[list[InboundMessage], list[str]]:
-        """Take the buffered messages (``only`` those ids, if given) as the next turn's batch."""
-        buffer = self.buffer
-        if only is None:
-            self.buffer = Buffer()
-            return buffer.messages, sorted(buffer.ids)
-        rest = Buffer(first_at=buffer.first_at, last_at=buffer.last_at)
-        batch: list[InboundMessage] = []
-        for message in buffer.messages:
-            if message.message_id in only:
-                batch.append(message)
-            else:
-                rest.messages.append(message)
-                rest.chars += len(message.text)
-                rest.last_voice = message.is_voice
-        rest.ids = {i: None for i in buffer.ids if i not in only}
-        self.buffer = rest
-        return batch, sorted(i for i in buffer.ids if i in only)
-
     def _defer(self, batch: list[InboundMessage], turn: TurnState) -> None:
         """Put a turn that a store outage stopped back in front of the buffer, for later.
 
@@ -597,13 +541,7 @@ class UserActor:
             self.settings.turn_timeout_seconds,
         )
         self._retry_at = trio.current_time() + delay
-        later = self.buffer
-        self.buffer = Buffer(first_at=trio.current_time(), last_at=trio.current_time())
-        for message in [*batch, *later.messages]:
-            self.buffer.messages.append(message)
-            self.buffer.chars += len(message.text)
-        self.buffer.ids = {i: None for i in [*turn.message_ids, *later.ids]}
-        self.buffer.last_voice = later.last_voice if later.messages else batch[-1].is_voice
+        self.buffer.put_back(batch, turn.message_ids, trio.current_time())
         self._resume_checked = False  # the stored intent, if any, is still the one to resume
         log.warning(
             "user %s: turn %s waits for the store; retrying in %.1f s (messages stay pending)",

@@ -1,0 +1,154 @@
+"""When to answer: a customer's buffered messages and the rules that make them due.
+
+Pure data and functions, no trio and no I/O: times are plain floats on whatever clock the
+caller uses (the actor passes ``trio.current_time()``), so every rule is unit-tested with
+numbers. The actor owns one ``Buffer``; it ``add``s each message, asks ``due_at`` when to
+answer, and ``take``s the batch when it starts a turn.
+
+The rules, in order:
+
+* nothing buffered, a turn running or the actor closing: never (``inf``);
+* the chat is paused, or the buffer is full (``max_buffered`` messages or
+  ``max_buffered_chars`` characters): at once (``-inf``);
+* otherwise the quiet window after the latest message (``voice_buffer_seconds`` after a voice
+  note, else ``buffer_seconds``), pushed back while the customer is typing or recording
+  (``typing_seconds`` after the latest presence), but never past ``max_wait_seconds`` after
+  the first message; and not before ``retry_at`` when a store outage put the last attempt off.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Hashable
+from enum import Enum
+
+import attrs
+
+from actors.events import InboundMessage
+
+
+@attrs.frozen
+class Timings:
+    """The buffering settings (``actors.settings.Settings`` has them under the same names)."""
+
+    buffer_seconds: float
+    voice_buffer_seconds: float
+    typing_seconds: float
+    max_wait_seconds: float
+    max_buffered: int
+    max_buffered_chars: int
+
+
+@functools.lru_cache(maxsize=8)
+def timings_of(settings: Hashable) -> Timings:
+    """The buffering timings of a settings object (cached: one per deployment's settings)."""
+    return Timings(**{f.name: getattr(settings, f.name) for f in attrs.fields(Timings)})
+
+
+class Added(Enum):
+    """What ``Buffer.add`` did with a message."""
+
+    #: A new entry of the batch.
+    APPENDED = "appended"
+    #: Past ``max_buffered`` messages: its text was joined to the last entry.
+    MERGED = "merged"
+    #: No room left under ``max_buffered_chars``: dropped (the flood rule).
+    DROPPED = "dropped"
+
+
+@attrs.define
+class Buffer:
+    """The messages waiting for the next turn, oldest first."""
+
+    messages: list[InboundMessage] = attrs.Factory(list)
+    #: Every id the batch answers, merged ones included (a dict of str keys is not tracked
+    #: by the cycle collector, which walks every live actor).
+    ids: dict[str, None] = attrs.Factory(dict)
+    chars: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+    last_voice: bool = False
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def add(self, message: InboundMessage, now: float, timings: Timings) -> Added:
+        """Buffer ``message`` under the size caps (a single huge text is cut to the room)."""
+        if not self.messages:
+            self.first_at = now
+        merge = len(self.messages) >= timings.max_buffered
+        room = timings.max_buffered_chars - self.chars - (1 if merge else 0)  # the "\n"
+        if room <= 0:
+            return Added.DROPPED
+        text = message.text[:room]
+        if merge:
+            last = self.messages[-1]
+            self.messages[-1] = attrs.evolve(last, text=f"{last.text}\n{text}")
+            self.chars += len(text) + 1
+            added = Added.MERGED
+        else:
+            self.messages.append(
+                message if text == message.text else attrs.evolve(message, text=text)
+            )
+            self.chars += len(text)
+            added = Added.APPENDED
+        self.ids[message.message_id] = None
+        self.last_at = now
+        self.last_voice = message.is_voice
+        return added
+
+    def take(self, only: set[str] | None = None) -> tuple[list[InboundMessage], list[str]]:
+        """Remove and return the batch (``only`` those ids, if given) and its sorted ids."""
+        if only is None:
+            batch, ids = self.messages, sorted(self.ids)
+            self.messages, self.ids, self.chars = [], {}, 0
+            return batch, ids
+        batch = [m for m in self.messages if m.message_id in only]
+        self.messages = [m for m in self.messages if m.message_id not in only]
+        self.chars = sum(len(m.text) for m in self.messages)
+        taken = sorted(i for i in self.ids if i in only)
+        self.ids = {i: None for i in self.ids if i not in only}
+        if self.messages:
+            self.last_voice = self.messages[-1].is_voice
+        return batch, taken
+
+    def put_back(self, batch: list[InboundMessage], ids: list[str], now: float) -> None:
+        """Return a batch that could not be answered in front of what arrived since."""
+        later, later_ids = self.messages, self.ids
+        self.messages = [*batch, *later]
+        self.ids = {i: None for i in [*ids, *later_ids]}
+        self.chars = sum(len(m.text) for m in self.messages)
+        self.first_at = self.last_at = now
+        if self.messages:
+            self.last_voice = self.messages[-1].is_voice
+
+
+def due_at(
+    buffer: Buffer,
+    timings: Timings,
+    *,
+    busy: bool = False,
+    paused: bool = False,
+    typing_at: float | None = None,
+    retry_at: float | None = None,
+) -> float:
+    """When ``buffer`` should be answered: a time, ``-inf`` (now) or ``inf`` (not now).
+
+    ``busy``: a turn is running or the actor is closing. ``typing_at``: the customer's latest
+    typing/recording presence. ``retry_at``: the earliest retry after a store outage.
+    """
+    if busy or not buffer.messages:
+        return math.inf
+    if paused:
+        return -math.inf  # a pause began with messages waiting: settle them now
+    if len(buffer) >= timings.max_buffered or buffer.chars >= timings.max_buffered_chars:
+        return -math.inf
+    window = timings.voice_buffer_seconds if buffer.last_voice else timings.buffer_seconds
+    due = buffer.last_at + window
+    if typing_at is not None and typing_at > buffer.last_at:
+        due = max(due, typing_at + timings.typing_seconds)
+    due = min(due, buffer.first_at + timings.max_wait_seconds)
+    if retry_at is not None:
+        due = max(due, retry_at)
+    return due
