@@ -30,6 +30,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 import ssl
 from collections.abc import AsyncIterator, Iterator
@@ -263,38 +264,47 @@ class RealtimeSynthesizer:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-        """The open websocket; its failures as ``SpeechFailed``; closed on the way out."""
+        """The open websocket; its failures as ``SpeechFailed``; closed on the way out.
+
+        The handshake runs under a cancel scope of ours: trio-websocket's own connect timeout
+        raises, but leaves its reader task waiting for the server, which holds the context
+        manager open until the server answers.
+        """
         failure: SpeechFailed | None = None
         done = False
-        try:
-            async with trio_websocket.open_websocket_url(
-                self.url,
-                self._ssl,
-                extra_headers=self._headers,
-                max_message_size=MAX_MESSAGE_BYTES,
-                connect_timeout=self.connect_timeout,
-                disconnect_timeout=self.connect_timeout,
-            ) as ws:
-                try:
-                    yield ws
-                    done = True
-                except SpeechFailed as exc:
-                    failure = exc
-                    raise
-                except trio_websocket.ConnectionClosed as exc:
-                    failure = SpeechFailed("dropped", f"the server closed the socket: {exc}")
-                    raise failure from exc
-        except trio_websocket.DisconnectionTimeout as exc:
-            # The closing handshake timed out (the stream is closed all the same).
-            if failure is not None:
-                raise failure from None
-            if not done:
-                raise SpeechFailed("dropped", "the socket stopped answering") from exc
-            log.info("realtime socket: closing handshake timed out after a complete synthesis")
-        except trio_websocket.ConnectionRejected as exc:
-            raise SpeechFailed("connect", f"handshake refused: HTTP {exc.status_code}") from exc
-        except (trio_websocket.HandshakeError, OSError) as exc:
-            raise SpeechFailed("connect", f"cannot open {self._where}: {exc!r}") from exc
+        with trio.CancelScope(deadline=trio.current_time() + self.connect_timeout) as handshake:
+            try:
+                async with trio_websocket.open_websocket_url(
+                    self.url,
+                    self._ssl,
+                    extra_headers=self._headers,
+                    max_message_size=MAX_MESSAGE_BYTES,
+                    connect_timeout=self.connect_timeout,
+                    disconnect_timeout=self.connect_timeout,
+                ) as ws:
+                    handshake.deadline = math.inf
+                    try:
+                        yield ws
+                        done = True
+                    except SpeechFailed as exc:
+                        failure = exc
+                        raise
+                    except trio_websocket.ConnectionClosed as exc:
+                        failure = SpeechFailed("dropped", f"the server closed the socket: {exc}")
+                        raise failure from exc
+            except trio_websocket.DisconnectionTimeout as exc:
+                # The closing handshake timed out (the stream is closed all the same).
+                if failure is not None:
+                    raise failure from None
+                if not done:
+                    raise SpeechFailed("dropped", "the socket stopped answering") from exc
+                log.info("realtime socket: closing handshake timed out after a full synthesis")
+            except trio_websocket.ConnectionRejected as exc:
+                raise SpeechFailed("connect", f"handshake refused: HTTP {exc.status_code}") from exc
+            except (trio_websocket.HandshakeError, OSError) as exc:
+                raise SpeechFailed("connect", f"cannot open {self._where}: {exc!r}") from exc
+        if handshake.cancelled_caught:
+            raise SpeechFailed("connect", f"no handshake within {self.connect_timeout:g} s")
 
     @property
     def _where(self) -> str:

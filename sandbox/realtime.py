@@ -12,17 +12,20 @@ streamed as base64 PCM16 (24 kHz mono) in ``response.output_audio.delta`` events
 says otherwise), then ``response.done``.
 
 Faults: the HTTP ``Faults`` of the fake OpenAI apply to the handshake (path ``/v1/realtime``,
-method ``GET``: ``delay`` before it is answered, a ``status`` refuses it, ``drop`` closes it
-unanswered); `RealtimeFaults` work like them (ordered rules, each used up ``times`` times)
-for what happens on an open socket, at a ``stage`` (``session``: before ``session.created``;
-``response``: on ``response.create``; ``audio``: from the first audio delta on): ``latency``,
-an ``error`` event, a ``drop``ped socket, a ``text_only`` answer, a different ``transcript``,
-an ``incomplete`` response. A rule's ``text`` regex limits it to the texts it matches.
+method ``GET``: ``delay`` before it is answered, a ``status`` refuses it, ``drop`` holds it
+unanswered until the client gives up); `RealtimeFaults` work like them (ordered rules, each
+used up ``times`` times) for what happens on an open socket, at a ``stage`` (``session``:
+before ``session.created``; ``response``: on ``response.create``; ``audio``: from the first
+audio delta on): ``latency``, an ``error`` event, a ``drop``ped socket, a ``text_only``
+answer, a different ``transcript``, an ``incomplete`` response, ``odd_audio`` (one byte: half
+a PCM sample, which no encoder takes). A rule's ``text`` regex limits it to the texts it
+matches. A client that goes away stops whatever the fake was doing for it.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import math
@@ -39,7 +42,7 @@ import numpy as np
 import trio
 
 from sandbox.base import BoundedDict, load_validators, validate_body
-from sandbox.faults import Faults
+from sandbox.faults import DROP_HOLD_SECONDS, Faults
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -67,10 +70,12 @@ EVENT_SCHEMAS = {
     "response.create": "openai_realtime_response_create",
 }
 ERROR_CODES = {"missing": "missing_required_parameter", "unknown": "unknown_parameter"}
-EFFECTS = frozenset({"latency", "error", "drop", "text_only", "transcript", "incomplete"})
+EFFECTS = frozenset(
+    {"latency", "error", "drop", "text_only", "transcript", "incomplete", "odd_audio"}
+)
 STAGES = ("session", "response", "audio")
 #: Effects that make sense only for a whole response.
-RESPONSE_ONLY = frozenset({"text_only", "transcript", "incomplete"})
+RESPONSE_ONLY = frozenset({"text_only", "transcript", "incomplete", "odd_audio"})
 FAULT_FIELDS = frozenset({"effect", "stage", "times", "text", "delay", "error", "transcript"})
 INJECTED_ERROR = {"type": "server_error", "code": "injected_fault", "message": "Injected fault"}
 #: What a recorded audio delta keeps of its payload (the audio itself is not recorded).
@@ -330,13 +335,34 @@ class FakeRealtime:
             self.open_sockets += 1
             self.max_open_sockets = max(self.max_open_sockets, self.open_sockets)
             try:
-                await self._converse(session, receive, send)
-            except _Closed:
-                pass
+                await self._serve_open(session, receive, send)
             finally:
                 self.open_sockets -= 1
         finally:
             session.closed_at = trio.current_time()
+
+    async def _serve_open(self, session: RealtimeSession, receive: Receive, send: Send) -> None:
+        """Answer the client's events until either side closes.
+
+        A reader task takes every ASGI message; a client that goes away cancels whatever the
+        fake was doing for it (streaming, an injected delay), as a real server stops sending.
+        """
+        inbox_in, inbox = trio.open_memory_channel[MutableMapping[str, Any]](64)
+        async with trio.open_nursery() as nursery:
+
+            async def read() -> None:
+                async with inbox_in:
+                    while True:
+                        message = await receive()
+                        if message["type"] == "websocket.disconnect":
+                            nursery.cancel_scope.cancel()
+                            return
+                        await inbox_in.send(message)
+
+            nursery.start_soon(read)
+            with contextlib.suppress(_Closed, trio.EndOfChannel):
+                await self._converse(session, inbox.receive, send)
+            nursery.cancel_scope.cancel()
 
     async def _handshake(self, session: RealtimeSession, receive: Receive, send: Send) -> bool:
         if session.path != REALTIME_PATH:
@@ -349,9 +375,11 @@ class FakeRealtime:
         if fault is not None:
             if fault.delay:
                 await trio.sleep(fault.delay)
-            if fault.drop:
+            if fault.drop:  # no answer at all: held until the client gives up
                 session.status = 0
-                await send({"type": "websocket.close"})
+                with trio.move_on_after(DROP_HOLD_SECONDS):
+                    while (await receive())["type"] != "websocket.disconnect":
+                        pass
                 return False
             if fault.status != 200:
                 return await self._refuse(
@@ -401,8 +429,6 @@ class FakeRealtime:
         await emit({"type": "session.created", "session": self._session_object(session)})
         while True:
             message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
             if message["type"] != "websocket.receive":
                 continue
             event = self._parse(session, message)
@@ -562,7 +588,8 @@ class FakeRealtime:
         send: Send,
     ) -> tuple[int, str | None]:
         """Stream the tone and transcript; (audio bytes, status), status None if cut short."""
-        pcm = self._tone(text)
+        odd = fault is not None and fault.effect == "odd_audio"
+        pcm = b"\x00" if odd else self._tone(text)
         part = {**base, "content_index": 0}
         empty_part = {"type": "audio", "transcript": ""}
         await emit({"type": "response.content_part.added", **part, "part": empty_part})
