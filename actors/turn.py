@@ -18,7 +18,7 @@ import base64
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -34,17 +34,76 @@ from actors.model import (
     user_message,
 )
 from actors.replies import split_parts, to_whatsapp, typing_time
+from actors.settings import Settings
 from actors.tools import ToolContext
+from actors.userdeps import UserDeps
 from actors.validation import ToolOutput
 from actors.voice import AudioError, speakable
 from actors.whapi import WhapiError
 from store import UserRecord
 from store.records import PendingTurn, utcnow
 
-if TYPE_CHECKING:
-    from actors.user import TurnState, UserActor
-
 log = logging.getLogger("actors.turn")
+
+
+@attrs.define
+class TurnState:
+    """One turn as its actor and inspection see it: its messages, stage and what it did."""
+
+    turn_id: str
+    started_at: float
+    message_ids: list[str]
+    stage: str = "thinking"
+    #: The turn updated the actor's record; it is stored when the turn's messages are settled.
+    record_due: bool = False
+    #: The stored intent of a turn a dead process left unfinished, which this turn resumes.
+    resume: PendingTurn | None = None
+    #: What the turn did, for its log line and inspection.
+    model_seconds: float = 0.0
+    tools: list[str] = attrs.Factory(list)
+    parts_sent: int = 0
+    voice_sent: bool = False
+
+
+class TurnHost(Protocol):
+    """What a turn needs from the actor that owns the customer's record (``UserActor``).
+
+    The actor is the record's one writer: a turn reads ``record`` and changes it only through
+    ``update_record`` (in memory, stored with the turn's settle or its next durable write) or
+    the methods below that store it; it never assigns the record itself.
+    """
+
+    key: str
+    settings: Settings
+    deps: UserDeps
+    #: When the validator last asked for a correction (its cooldown is per customer).
+    validated_at: float | None
+
+    @property
+    def record(self) -> UserRecord | None: ...
+
+    @property
+    def conversation_lock(self) -> trio.Lock: ...
+
+    def update_record(self, **changes: Any) -> UserRecord: ...
+
+    async def save_for_turn(self, record: UserRecord) -> None: ...
+
+    async def ensure_record(self, message: InboundMessage) -> UserRecord: ...
+
+    async def ensure_conversation(self, record: UserRecord) -> tuple[str, bool]: ...
+
+    async def replace_lost_conversation(self, lost_id: str) -> str: ...
+
+    async def reset_conversation(self) -> UserRecord: ...
+
+    def subscribe_presence_if_due(self) -> None: ...
+
+    async def keep_typing(self, chat_id: str, presence: str) -> None: ...
+
+    def remember_sent(self, message_id: str) -> None: ...
+
+    async def pause_for_handoff(self) -> None: ...
 
 
 @attrs.frozen
@@ -56,7 +115,7 @@ class Answer:
 class TurnRunner:
     """The pipeline for one batch; short-lived, created by the actor for each turn."""
 
-    def __init__(self, actor: UserActor, batch: list[InboundMessage], turn: TurnState) -> None:
+    def __init__(self, actor: TurnHost, batch: list[InboundMessage], turn: TurnState) -> None:
         self.actor = actor
         self.deps = actor.deps
         self.settings = actor.settings
@@ -100,10 +159,7 @@ class TurnRunner:
         # Stored with the marks that settle this turn's messages, in one write (the actor's
         # ``_settle``). Should that write fail, the customer has the answer all the same: the
         # actor keeps this view, and its next successful save carries it.
-        actor.record = attrs.evolve(
-            actor.record, last_activity=now, last_turn_at=now, user_name=last.user_name
-        )
-        self.turn.record_due = True
+        actor.update_record(last_activity=now, last_turn_at=now, user_name=last.user_name)
 
     def _after_reset(self, record: UserRecord) -> list[InboundMessage] | None:
         """The messages after the last reset keyword; None when the batch was only a reset."""
@@ -231,8 +287,8 @@ class TurnRunner:
             note += "; si el cliente se refiere a algo anterior, pídele que lo recuerde."
         elif fresh and record.last_turn_at is not None:
             note += f"\nLa conversación anterior terminó el {record.last_turn_at:%Y-%m-%d}."
-        actor.record = attrs.evolve(
-            record, name=name, labels=tuple(labels), context_fingerprint=fp, context_sent_at=now
+        actor.update_record(
+            name=name, labels=tuple(labels), context_fingerprint=fp, context_sent_at=now
         )
         return note
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,66 +31,21 @@ import attrs
 import trio
 
 from actors.buffering import Added, Buffer, Timings, due_at, timings_of
-from actors.context import ChatInfoCache
 from actors.events import AgentMessage, Control, InboundMessage, Presence
 from actors.logcontext import bind, label_task
 from actors.mailbox import Mailbox
-from actors.media import MediaFetcher
-from actors.model import ConversationNotFound, ModelClient, ModelError
+from actors.model import ConversationNotFound, ModelError
 from actors.runtime import Cell
-from actors.settings import Settings
-from actors.telemetry import Telemetry
-from actors.tools import ToolRegistry
-from actors.turn import TurnRunner, session_expired
-from actors.validation import Validator
-from actors.voice import AudioShelf, OpenAIAudio, Synthesizer
-from actors.whapi import WhapiClient, WhapiError
-from store import Store, StoreUnavailable, UserRecord
+from actors.turn import TurnRunner, TurnState, session_expired
+from actors.userdeps import UserDeps
+from actors.whapi import WhapiError
+from store import StoreUnavailable, UserRecord
 from store.records import PendingTurn, utcnow
 
 log = logging.getLogger("actors.user")
 
 #: The stage of a turn waiting for the store to take a write again.
 WAITING_FOR_STORE = "waiting for the store"
-
-
-@attrs.define(eq=False)
-class UserDeps:
-    """What every user actor shares: settings and the clients (each owned by the service)."""
-
-    settings: Settings
-    store: Store
-    whapi: WhapiClient
-    model: ModelClient
-    media: MediaFetcher
-    audio: OpenAIAudio
-    synthesizer: Synthesizer
-    chat_info: ChatInfoCache
-    tools: ToolRegistry
-    #: Parses a stored Whapi message (durable inbox payload) back into an event.
-    parse: Callable[[dict[str, Any]], InboundMessage | None]
-    shelf: AudioShelf | None = None
-    validator: Validator | None = None
-    telemetry: Telemetry = attrs.Factory(Telemetry)
-    #: Bounds the turns running at once across all actors (``WABOT_MAX_CONCURRENT_TURNS``).
-    turn_slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(32))
-
-
-@attrs.define
-class TurnState:
-    turn_id: str
-    started_at: float
-    message_ids: list[str]
-    stage: str = "thinking"
-    #: The turn updated the actor's record; it is stored when the turn's messages are settled.
-    record_due: bool = False
-    #: The stored intent of a turn a dead process left unfinished, which this turn resumes.
-    resume: PendingTurn | None = None
-    #: What the turn did, for its log line and inspection.
-    model_seconds: float = 0.0
-    tools: list[str] = attrs.Factory(list)
-    parts_sent: int = 0
-    voice_sent: bool = False
 
 
 class _BoundedSet:
@@ -668,19 +623,39 @@ class UserActor:
             turn.stage = stage or "thinking"
             return
 
+    def update_record(self, **changes: Any) -> UserRecord:
+        """Change the actor's view of the record for the running turn (in memory): stored by
+        the turn's next durable write (its intent) or with the settle of its messages."""
+        assert self.record is not None
+        self.record = attrs.evolve(self.record, **changes)
+        if self.turn is not None:
+            self.turn.record_due = True
+        return self.record
+
     async def ensure_record(self, message: InboundMessage) -> UserRecord:
+        """The customer's record, created in memory for a new customer (no write of its own:
+        the turn's intent, stored before the model call, carries it)."""
         record = self.record
         if record is None:
-            record = UserRecord.new(self.key, message.chat_id, message.user_name)
+            self.record = UserRecord.new(self.key, message.chat_id, message.user_name)
         elif record.chat_id != message.chat_id:
-            record = attrs.evolve(record, chat_id=message.chat_id)
+            self.record = attrs.evolve(record, chat_id=message.chat_id)
         else:
             return record
-        await self.save_for_turn(record)
-        return record
+        if self.turn is not None:
+            self.turn.record_due = True
+        return self.record
 
     async def ensure_conversation(self, record: UserRecord) -> tuple[str, bool]:
-        """The conversation id, and whether it is new (a new one gets the context block)."""
+        """The conversation id, and whether it is new (a new one gets the context block).
+
+        A new id is kept in memory only: the turn stores its intent, which carries it, before
+        the conversation is used. So a new customer's first turn costs three durable writes:
+        the webhook's ack, the intent (record, conversation and input in one put) and the
+        settle. The intent cannot join the ack (the conversation does not exist yet) nor the
+        settle (it must be durable before the model call: ``actors.turn._store_intent``). A
+        crash in between leaves at most an empty conversation on OpenAI that nothing uses.
+        """
         record = self.record or record
         if record.conversation_id and not session_expired(
             record, self.settings.session_expiry_seconds
@@ -691,10 +666,8 @@ class UserActor:
         elif record.legacy_thread_id:
             log.info("user %s: legacy thread (Assistants API is gone); new conversation", self.key)
         conversation_id = await self.deps.model.create_conversation(self.key)
-        # Stored (durably) before use, so a crash can never orphan a conversation. Evolve the
-        # current view: the record may have changed during the call.
-        current = self.record or record
-        await self.save_for_turn(attrs.evolve(current, conversation_id=conversation_id))
+        # Evolve the current view: the record may have changed during the call.
+        self.update_record(conversation_id=conversation_id)
         return conversation_id, True
 
     async def replace_lost_conversation(self, lost_id: str) -> str:

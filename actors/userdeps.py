@@ -1,0 +1,47 @@
+"""What every customer's actor and its turns share: the settings and the upstream clients.
+
+One ``UserDeps`` per service, built by ``actors.deps`` and owned (closed) by it; actors and
+turns only use what it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from actors.context import ChatInfoCache
+from actors.events import InboundMessage
+from actors.media import MediaFetcher
+from actors.model import ModelClient
+from actors.settings import Settings
+from actors.telemetry import Telemetry
+from actors.tools import ToolRegistry
+from actors.validation import Validator
+from actors.voice import AudioShelf, OpenAIAudio, Synthesizer
+from actors.whapi import WhapiClient
+from store import Store
+
+
+@attrs.define(eq=False)
+class UserDeps:
+    """What every user actor shares: settings and the clients (each owned by the service)."""
+
+    settings: Settings
+    store: Store
+    whapi: WhapiClient
+    model: ModelClient
+    media: MediaFetcher
+    audio: OpenAIAudio
+    synthesizer: Synthesizer
+    chat_info: ChatInfoCache
+    tools: ToolRegistry
+    #: Parses a stored Whapi message (durable inbox payload) back into an event.
+    parse: Callable[[dict[str, Any]], InboundMessage | None]
+    shelf: AudioShelf | None = None
+    validator: Validator | None = None
+    telemetry: Telemetry = attrs.Factory(Telemetry)
+    #: Bounds the turns running at once across all actors (``WABOT_MAX_CONCURRENT_TURNS``).
+    turn_slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(32))
