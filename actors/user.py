@@ -126,7 +126,7 @@ class UserActor:
         self.record = self.deps.store.get(self.key)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self._reload_pending(mailbox)
+            self._activate(mailbox)
             try:
                 await self._loop(mailbox)
             finally:
@@ -421,19 +421,33 @@ class UserActor:
         until = utcnow() + timedelta(seconds=self.settings.handoff_pause_seconds)
         await self.save(attrs.evolve(self.record, paused_until=until, paused_by="escalation"))
 
-    def _reload_pending(self, mailbox: Mailbox | None = None) -> None:
-        """Buffer the user's unanswered messages from the durable inbox, oldest first.
+    def _activate(self, mailbox: Mailbox) -> None:
+        """Buffer the unanswered messages of a customer whose actor (re)starts, oldest first.
 
-        At activation (``mailbox`` given) the messages already waiting in the mailbox are left
-        to it: a new user's first message is journaled and then delivered, and parsing it here
-        as well was half the cost of an activation. Not on a resync: messages that found the
-        mailbox full are newer than the ones in it and must come after them.
+        The durable inbox holds them all; the ones also waiting in the mailbox (the message
+        that activated the actor, journaled and then delivered) are its newest, so they are
+        taken from the mailbox as they are, after the older ones, instead of being parsed from
+        the inbox again. After an overflow (``cell.resync``) order is not known that way: the
+        inbox is read whole and the mailbox copies are redeliveries to ``_on_message``.
         """
-        queued: set[str] = set()
-        if mailbox is not None and not self.cell.resync:
-            queued = {m.message_id for m in mailbox.queued() if isinstance(m, InboundMessage)}
+        if self.cell.resync:
+            self._reload_pending()
+            return
+        early: list[Any] = []
+        with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+            while True:
+                early.append(mailbox.receive_nowait())
+        delivered = {m.message_id for m in early if isinstance(m, InboundMessage)}
+        self._reload_pending(skip=delivered)
+        for message in early:
+            self._handle(message)
+
+    def _reload_pending(self, skip: set[str] | frozenset[str] = frozenset()) -> None:
+        """Buffer the user's unanswered messages from the durable inbox, oldest first (on a
+        resync after an overflow, a message also in the mailbox is buffered once: the copy
+        that comes second is a redelivery to ``_on_message``)."""
         for entry in self.deps.store.pending_for(self.key):
-            if entry.message_id in queued:
+            if entry.message_id in skip:
                 continue
             event = self.deps.parse(entry.payload)
             if event is not None:
