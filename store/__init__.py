@@ -1,6 +1,9 @@
 """wabot's persistence: the store actor, its JSON snapshot + journal, backups and the inbox.
 
-``open_store(StoreConfig(data_dir=...))`` yields the ``Store``; see ``store.actor``.
+``open_store(StoreConfig(data_dir=...))`` yields the ``Store``; see ``store.actor``. The
+contract of the durable state is ``store.backend``; the JSON file backend behind it is
+``store.jsonbackend`` (its commit log, snapshots and maintenance in ``store.commitlog``,
+``store.recovery`` and ``store.maintenance``).
 """
 
 from store.actor import Store, open_store
