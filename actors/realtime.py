@@ -38,7 +38,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import attrs
 import trio
 import trio_websocket
 
@@ -89,14 +88,6 @@ class SpeechFailed(AudioError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-@attrs.frozen
-class Spoken:
-    """One Realtime response: its PCM and the transcript of what the voice said."""
-
-    pcm: bytes
-    transcript: str
 
 
 def realtime_url(base_url: str | None, model: str) -> str:
@@ -224,7 +215,7 @@ class RealtimeSynthesizer:
         log.debug("spoke %d chunks, %.1f s of audio", len(chunks), note.seconds)
         return note.ogg
 
-    def _encode(self, pcm: bytes) -> VoiceNote:
+    def _encode(self, pcm: bytearray) -> VoiceNote:
         try:
             return encode_voice_note(
                 pcm, rate=PCM_RATE, max_seconds=self.max_seconds, max_bytes=self.max_bytes
@@ -239,8 +230,8 @@ class RealtimeSynthesizer:
 
     # -- the websocket -------------------------------------------------------------------------
 
-    async def _speak(self, chunks: list[str]) -> bytes:
-        """The PCM of every chunk, in order, on one websocket."""
+    async def _speak(self, chunks: list[str]) -> bytearray:
+        """The PCM of every chunk, in order, on one websocket (one buffer, never copied)."""
         async with self._connection() as ws:
             first = await self._receive(ws)
             if first.get("type") != "session.created":
@@ -249,18 +240,16 @@ class RealtimeSynthesizer:
             pcm = bytearray()
             pause = bytes(int(PCM_RATE * CHUNK_PAUSE_SECONDS) * 2)
             for index, chunk in enumerate(chunks):
-                spoken = await self._respond(ws, chunk)
-                verdict = faithful.check(chunk, spoken.transcript, max_distance=self.max_distance)
+                if index:
+                    pcm += pause
+                transcript = await self._respond(ws, chunk, pcm)
+                verdict = faithful.check(chunk, transcript, max_distance=self.max_distance)
                 if not verdict.faithful:
                     raise SpeechFailed(
                         "unfaithful",
-                        f"{verdict.describe()}; said {spoken.transcript[:200]!r} "
-                        f"for {chunk[:200]!r}",
+                        f"{verdict.describe()}; said {transcript[:200]!r} for {chunk[:200]!r}",
                     )
-                if index:
-                    pcm += pause
-                pcm += spoken.pcm
-            return bytes(pcm)
+            return pcm
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[trio_websocket.WebSocketConnection]:
@@ -376,10 +365,12 @@ class RealtimeSynthesizer:
             },
         }
 
-    async def _respond(self, ws: trio_websocket.WebSocketConnection, text: str) -> Spoken:
-        """One out-of-band response reading ``text``: its PCM and transcript."""
+    async def _respond(
+        self, ws: trio_websocket.WebSocketConnection, text: str, pcm: bytearray
+    ) -> str:
+        """One out-of-band response reading ``text``: its PCM onto ``pcm``; its transcript."""
         await self._send(ws, self._response_create(text))
-        audio = bytearray()
+        start = len(pcm)
         deltas: list[str] = []
         transcript: str | None = None
         wrote_text = False
@@ -388,7 +379,7 @@ class RealtimeSynthesizer:
             kind = event["type"]
             if kind == "response.output_audio.delta":
                 try:
-                    audio += base64.b64decode(event["delta"], validate=True)
+                    pcm += base64.b64decode(event["delta"], validate=True)
                 except binascii.Error as exc:
                     raise SpeechFailed("protocol", "an audio delta is not base64") from exc
             elif kind == "response.output_audio_transcript.delta":
@@ -400,10 +391,10 @@ class RealtimeSynthesizer:
             elif kind == "response.done":
                 self._check_done(event["response"])
                 break
-        if not audio:
+        if len(pcm) == start:
             what = "a text answer" if wrote_text else "no audio"
             raise SpeechFailed("text_only", f"the model sent {what} instead of speech")
-        return Spoken(bytes(audio), transcript if transcript is not None else "".join(deltas))
+        return transcript if transcript is not None else "".join(deltas)
 
     @staticmethod
     def _check_done(response: dict[str, Any]) -> None:

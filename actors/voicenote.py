@@ -44,7 +44,9 @@ def pcm_seconds(pcm_bytes: int, rate: int) -> float:
     return pcm_bytes / PCM_SAMPLE_BYTES / rate
 
 
-def encode_voice_note(pcm: bytes, *, rate: int, max_seconds: float, max_bytes: int) -> VoiceNote:
+def encode_voice_note(
+    pcm: bytes | bytearray, *, rate: int, max_seconds: float, max_bytes: int
+) -> VoiceNote:
     """OGG/Opus of 16-bit little-endian mono ``pcm``; ``VoiceNoteError`` past the limits."""
     if rate not in OPUS_RATES:
         raise VoiceNoteError("encoding", f"Opus cannot encode {rate} Hz")
