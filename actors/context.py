@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import attrs
+import cachetools
 import trio
 
 from actors.whapi import WhapiClient, WhapiError
@@ -38,10 +38,11 @@ class ChatInfoCache:
 
     def __init__(self, whapi: WhapiClient, *, ttl: float, max_size: int, timeout: float) -> None:
         self._whapi = whapi
-        self._ttl = ttl
-        self._max_size = max_size
         self._timeout = timeout
-        self._entries: OrderedDict[str, tuple[float, ChatInfo | None]] = OrderedDict()
+        #: The answer per chat id (None: Whapi does not know it), least recently used first.
+        self._entries: cachetools.TTLCache[str, ChatInfo | None] = cachetools.TTLCache(
+            maxsize=max_size, ttl=ttl, timer=trio.current_time
+        )
         self._inflight: dict[str, trio.Event] = {}
         self.hits = 0
         self.misses = 0
@@ -51,16 +52,14 @@ class ChatInfoCache:
 
     def shrink(self, fraction: float) -> None:
         for _ in range(int(len(self._entries) * fraction)):
-            self._entries.popitem(last=False)
+            self._entries.popitem()
 
     async def get(self, chat_id: str) -> ChatInfo | None:
         """Name and labels, or None when Whapi does not know the chat or cannot answer."""
         while True:
-            cached = self._entries.get(chat_id)
-            if cached is not None and cached[0] > trio.current_time():
+            if chat_id in self._entries:
                 self.hits += 1
-                self._entries.move_to_end(chat_id)
-                return cached[1]
+                return self._entries[chat_id]
             waiting = self._inflight.get(chat_id)
             if waiting is None:
                 break
@@ -69,10 +68,7 @@ class ChatInfoCache:
         done = self._inflight[chat_id] = trio.Event()
         try:
             info = await self._fetch(chat_id)
-            self._entries[chat_id] = (trio.current_time() + self._ttl, info)
-            self._entries.move_to_end(chat_id)
-            while len(self._entries) > self._max_size:
-                self._entries.popitem(last=False)
+            self._entries[chat_id] = info
             return info
         finally:
             del self._inflight[chat_id]

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
+import cachetools
 import trio
 
 from actors.buffering import Added, Buffer, Timings, due_at, timings_of
@@ -48,33 +49,6 @@ log = logging.getLogger("actors.user")
 WAITING_FOR_STORE = "waiting for the store"
 
 
-class _BoundedSet:
-    """Most recent ``size`` keys; the owner actor's memory of ids it handled or sent.
-
-    A plain dict (insertion-ordered) rather than an ``OrderedDict``: one holding only strings
-    is not tracked by the cycle collector, which walks every live actor on a full collection.
-    """
-
-    __slots__ = ("_items", "_size")
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: dict[str, None] = {}
-
-    def add(self, key: str) -> None:
-        items = self._items
-        items.pop(key, None)
-        items[key] = None
-        while len(items) > self._size:
-            del items[next(iter(items))]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 class UserActor:
     def __init__(self, key: str, cell: Cell, deps: UserDeps) -> None:
         self.key = key
@@ -88,8 +62,13 @@ class UserActor:
         self.typing_status: str | None = None
         self.turns = 0
         self.flood_dropped = 0
-        self._handled = _BoundedSet(max(256, self.settings.max_buffered * 4))
-        self._sent_ids = _BoundedSet(self.settings.echo_ids_size)
+        #: The most recent ids this actor handled (redeliveries) and sent (their echoes).
+        self._handled: cachetools.LRUCache[str, None] = cachetools.LRUCache(
+            max(256, self.settings.max_buffered * 4)
+        )
+        self._sent_ids: cachetools.LRUCache[str, None] = cachetools.LRUCache(
+            self.settings.echo_ids_size
+        )
         self._nursery: trio.Nursery | None = None
         self._wake: trio.CancelScope | None = None
         self._subscribed = False
@@ -282,12 +261,12 @@ class UserActor:
             self.key in self.settings.ignored_chats
             or message.chat_id in self.settings.ignored_chats
         ):
-            self._handled.add(message.message_id)
+            self._handled[message.message_id] = None
             self._in_background(self._settle([message.message_id], "dropped:ignored"))
             return
         if self.paused():
             # A human agent has this chat: the bot stays out, but the model will know.
-            self._handled.add(message.message_id)
+            self._handled[message.message_id] = None
             self._in_background(self._note_while_paused([message]))
             return
         if self.buffer.add(message, trio.current_time(), self.timings) is Added.DROPPED:
@@ -298,7 +277,7 @@ class UserActor:
     def _drop_flood(self, message: InboundMessage) -> None:
         self.flood_dropped += 1
         self.deps.telemetry.flood_dropped.inc()
-        self._handled.add(message.message_id)
+        self._handled[message.message_id] = None
         log.warning("user %s: buffer full, message dropped under the flood rule", self.key)
         self._in_background(self._settle([message.message_id], "dropped:flood"))
 
@@ -355,11 +334,11 @@ class UserActor:
     def _on_agent(self, message: AgentMessage) -> None:
         if message.message_id in self._sent_ids or message.message_id in self._handled:
             return  # our own send (reported with a source other than "api"), or a redelivery
-        self._handled.add(message.message_id)
+        self._handled[message.message_id] = None
         log.info("user %s: a human agent wrote from %s; the bot pauses", self.key, message.source)
         waiting, self.buffer = self.buffer.messages, Buffer()
         for pending in waiting:
-            self._handled.add(pending.message_id)
+            self._handled[pending.message_id] = None
         self._in_background(self._handoff(message, waiting))
 
     async def _handoff(self, message: AgentMessage, waiting: list[InboundMessage]) -> None:
@@ -461,7 +440,7 @@ class UserActor:
         if self.paused():
             waiting, self.buffer = self.buffer.messages, Buffer()
             for message in waiting:
-                self._handled.add(message.message_id)
+                self._handled[message.message_id] = None
             self._in_background(self._note_while_paused(waiting))
             return
         resume = self._unfinished_turn()
@@ -712,7 +691,7 @@ class UserActor:
         return self.record
 
     def remember_sent(self, message_id: str) -> None:
-        self._sent_ids.add(message_id)
+        self._sent_ids[message_id] = None
 
     async def _send_fallback(self, chat_id: str) -> bool:
         with trio.move_on_after(self.settings.whapi_timeout_seconds * 2):
@@ -737,7 +716,7 @@ class UserActor:
         losing one). The record is not retried: the actor's next save carries it.
         """
         for message_id in message_ids:
-            self._handled.add(message_id)
+            self._handled[message_id] = None
         if (
             not await self._try_settle(message_ids, outcome, record=record)
             and self._nursery is not None

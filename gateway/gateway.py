@@ -12,10 +12,10 @@ never spawn one); agent messages are not journaled, so they wait (bounded) for m
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from typing import Any
 
 import attrs
+import cachetools
 import trio
 
 from actors.events import InboundMessage
@@ -30,36 +30,27 @@ log = logging.getLogger("gateway")
 
 
 class DedupeWindow:
-    """Message ids recently delivered: at most ``size`` of them, each for ``ttl`` seconds."""
+    """Message ids recently delivered: at most ``size`` of them, each for ``ttl`` seconds
+    (a ``cachetools.TTLCache`` on trio's clock; the least recently seen go first)."""
 
     def __init__(self, size: int, ttl: float) -> None:
-        self._size = size
-        self._ttl = ttl
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: cachetools.TTLCache[str, None] = cachetools.TTLCache(
+            maxsize=size, ttl=ttl, timer=trio.current_time
+        )
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def __contains__(self, message_id: object) -> bool:
-        if not isinstance(message_id, str):
-            return False
-        seen = self._seen.get(message_id)
-        return seen is not None and seen > trio.current_time() - self._ttl
+        return isinstance(message_id, str) and message_id in self._seen
 
     def shrink(self, fraction: float) -> None:
         """Forget the oldest ``fraction`` of the ids (memory pressure; the store still dedupes)."""
         for _ in range(int(len(self._seen) * fraction)):
-            self._seen.popitem(last=False)
+            self._seen.popitem()
 
     def add(self, message_id: str) -> None:
-        now = trio.current_time()
-        self._seen[message_id] = now
-        self._seen.move_to_end(message_id)
-        cutoff = now - self._ttl
-        while self._seen and (
-            len(self._seen) > self._size or next(iter(self._seen.values())) <= cutoff
-        ):
-            self._seen.popitem(last=False)
+        self._seen[message_id] = None
 
 
 @attrs.define
