@@ -1,6 +1,6 @@
 """Benchmark runner: ``python -m bench --quick|--full [--only NAME]``.
 
-Runs ingest, memory, overhead, store, drain and soak in turn (each prints its table and
+Runs ingest, memory, overhead, store, drain, soak and speech in turn (each prints its table and
 writes ``bench/results/<name>.json``); one failing benchmark is reported and the others
 still run. Dirty data is flushed to disk (``sync``) before each benchmark starts.
 ``--quick`` (``make bench``) finishes in about three minutes with reduced sizes that each
@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from bench import drain, ingest, memory, overhead, soak, store_bench
+from bench import drain, ingest, memory, overhead, soak, speech, store_bench
 from bench.common import machine
 
 
@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "store": _store,
     "drain": drain.run,
     "soak": soak.run,
+    "speech": speech.run,
 }
 
 
