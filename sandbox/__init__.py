@@ -2,22 +2,26 @@
 
 `FakeWhapi` and `FakeOpenAI` are real HTTP servers on 127.0.0.1 (hypercorn on trio) that check
 bearer auth, validate request bodies against the schemas in ``sandbox/schemas/``, record every
-call, and inject latency and faults on demand (`Faults`). `run_sandbox` starts both;
-``python -m sandbox`` runs them as a separate process.
+call, and inject latency and faults on demand (`Faults`). `FakeOpenAI` also serves the Realtime
+API's websocket on its port (`FakeRealtime`, ``fake.realtime``), with faults of its own.
+`run_sandbox` starts both; ``python -m sandbox`` runs them as a separate process.
 """
 
 from sandbox.base import Call
 from sandbox.faults import FaultRule, Faults
 from sandbox.openai import FakeOpenAI, ResponseRequest
+from sandbox.realtime import FakeRealtime, RealtimeFaults
 from sandbox.run import SandboxURLs, run_sandbox
 from sandbox.whapi import FakeWhapi, SentMessage
 
 __all__ = [
     "Call",
     "FakeOpenAI",
+    "FakeRealtime",
     "FakeWhapi",
     "FaultRule",
     "Faults",
+    "RealtimeFaults",
     "ResponseRequest",
     "SandboxURLs",
     "SentMessage",
