@@ -174,6 +174,7 @@ class RealtimeSynthesizer:
         self.max_distance = max_distance
         self.max_seconds = max_seconds
         self.max_bytes = max_bytes
+        self._max_pcm_bytes = int(max_seconds * PCM_RATE) * 2
         self.telemetry = telemetry
         self._sockets = trio.CapacityLimiter(max_sockets)
         self._encoders = trio.CapacityLimiter(encode_threads)
@@ -382,6 +383,10 @@ class RealtimeSynthesizer:
                     pcm += base64.b64decode(event["delta"], validate=True)
                 except binascii.Error as exc:
                     raise SpeechFailed("protocol", "an audio delta is not base64") from exc
+                if len(pcm) > self._max_pcm_bytes:  # stop receiving what cannot be sent
+                    raise SpeechFailed(
+                        "too_long", f"over {self.max_seconds:g} s of speech; not a voice note"
+                    )
             elif kind == "response.output_audio_transcript.delta":
                 deltas.append(event["delta"])
             elif kind == "response.output_audio_transcript.done":
