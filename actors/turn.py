@@ -226,6 +226,11 @@ class TurnRunner:
         try:
             if resume is None:
                 await self._store_intent(conversation_id, prepared.text)
+            else:
+                # The intent may be in memory only (its write failed in a store outage and the
+                # turn was put off): durable before the model call, as for a fresh turn.
+                assert actor.record is not None
+                await actor.save_for_turn(actor.record)
             reply = await self._respond(conversation_id, items, resumed=resume is not None)
         except ConversationNotFound:
             # Deleted or expired on OpenAI's side, or the key now belongs to another project:

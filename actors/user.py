@@ -770,7 +770,9 @@ class UserActor:
     async def _subscribe_presence(self) -> None:
         with trio.move_on_after(self.settings.whapi_timeout_seconds):
             if await self.deps.whapi.subscribe_presence(self.key) and self.record is not None:
-                await self.save(attrs.evolve(self.record, presence_subscribed_at=utcnow()))
+                # No write of its own: the turn's writes carry it. Should the actor retire
+                # before any, the next activation subscribes again (Whapi takes a repeat).
+                self.update_record(presence_subscribed_at=utcnow())
 
 
 def _expected(exc: BaseException) -> bool:
