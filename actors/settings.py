@@ -7,6 +7,8 @@ variable, so a typo stops the start instead of surfacing hours later.
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
 import math
 import os
@@ -233,6 +235,48 @@ class Settings:
         return _build(env)
 
 
+#: ``WABOT_*`` variables that are not settings of the bot: knobs of ``make chaos``/``make
+#: crash`` and of the optional conformance test.
+NOT_SETTINGS = frozenset(
+    {
+        "WABOT_CHAOS",
+        "WABOT_CRASH",
+        "WABOT_CRASH_SEED",
+        "WABOT_PROCESS_KILLS",
+        "WABOT_STORE_CRASH_CYCLES",
+        "WABOT_SHARED_DIR",
+    }
+)
+
+
+def variable_names() -> tuple[str, ...]:
+    """Every environment variable that is a setting, in the order of ``_VARIABLES``."""
+    return (*(name for name, _field, _convert in _VARIABLES), *INSTRUCTION_VARIABLES)
+
+
+INSTRUCTION_VARIABLES = ("WABOT_INSTRUCTIONS", "WABOT_INSTRUCTIONS_FILE")
+
+
+def unknown_variables(
+    environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
+) -> list[str]:
+    """One warning per ``WABOT_*`` variable (environment or ``.env``) that is no setting, with
+    the closest setting's name: a misspelled setting is otherwise silently the default."""
+    env: dict[str, str] = {}
+    if dotenv is not None and dotenv.is_file():
+        env.update(read_dotenv(dotenv))
+    env.update(os.environ if environ is None else environ)
+    known = set(variable_names())
+    lines = []
+    for name in sorted(env):
+        if not name.startswith("WABOT_") or name in known or name in NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"{name} is not a setting and is ignored{hint} (see `wabot settings`)")
+    return lines
+
+
 def read_dotenv(path: Path) -> dict[str, str]:
     """Parse a ``.env`` file: ``KEY=VALUE`` lines, ``#`` comments, optional quotes."""
     out: dict[str, str] = {}
@@ -291,6 +335,21 @@ def _url(name: str, raw: str) -> str:
 
 def _list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _patterns(name: str, raw: str) -> tuple[str, ...]:
+    """Regular expressions: one per line, or a JSON array of strings (a comma is part of a
+    pattern such as ``\\d{5,}``, so it cannot separate them)."""
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            raise SettingsError(f"{name}: not a JSON array of strings: {exc}") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise SettingsError(f"{name}: expected a JSON array of strings")
+        return tuple(i for i in items if i.strip())
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _chats(name: str, raw: str) -> frozenset[str]:
@@ -352,7 +411,7 @@ SPEECH_BACKENDS = ("realtime", "http")
 _seconds = _number(float, minimum=0.0)
 _positive_seconds = _number(float, minimum=0.0, allow_zero=False)
 _count = _number(int, minimum=1)
-_port = _number(int, minimum=0)
+_port = _between(0, 65535, int)
 
 # environment variable -> (settings field, converter)
 _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
@@ -461,7 +520,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("WABOT_VOICE_MAX_SECONDS", "voice_max_seconds", _positive_seconds),
     ("WABOT_VOICE_MAX_MB", "voice_max_mb", _between(0.0, 16.0, allow_zero=False)),
     ("WABOT_VOICE_MAX_CHARS", "voice_max_chars", _count),
-    ("WABOT_VOICE_TEXT_PATTERNS", "voice_text_patterns", _list),
+    ("WABOT_VOICE_TEXT_PATTERNS", "voice_text_patterns", lambda n, raw: _patterns(n, raw)),
     ("WABOT_PUBLIC_URL", "public_url", _url),
     ("WABOT_AUDIO_TTL_SECONDS", "audio_ttl_seconds", _positive_seconds),
     ("WABOT_VALIDATOR_MODULE", "validator_module", _optional),
@@ -505,6 +564,7 @@ def _build(env: Mapping[str, str]) -> Settings:
     if settings.max_part_chars > 4096:
         raise SettingsError("WABOT_MAX_PART_CHARS must be at most 4096")
     return settings
+
 
 #: OpenAI's announced shutdown dates of the speech, Realtime and transcription models.
 SPEECH_SHUTDOWN = date(2027, 1, 6)

@@ -269,7 +269,7 @@ def env_example() -> str:
 
 
 def _quoted(value: str) -> str:
-    return f"'{value}'" if any(c in value for c in " #$\\\"{}") else value
+    return f"'{value}'" if any(c in value for c in ' #$\\"{}') else value
 
 
 BEGIN_SHORT, END_SHORT = "<!-- settings-essential:begin -->", "<!-- settings-essential:end -->"
