@@ -1,8 +1,13 @@
 """The one settings object: built from environment variables (and an optional ``.env``).
 
-Every timing and limit of wabot is a field here with a sensible default. ``Settings.from_env``
-validates everything at start and raises ``SettingsError`` with a message that names the
-variable, so a typo stops the start instead of surfacing hours later.
+Every timing and limit of wabot is declared once, as a field of ``Settings``: its default, its
+meaning, its group, and (when they differ from the conventions) its variable and parser, e.g.
+``buffer_seconds: float = buffering(5.0, "wait after ...")`` reads ``WABOT_BUFFER_SECONDS``
+as seconds. The variable table, ``wabot settings``, the README tables and ``.env.example`` are
+read from these declarations; the actor runtime's and the store's defaults are taken from
+their own config classes, not copied. ``Settings.from_env`` validates everything at start and
+raises ``SettingsError`` with a message that names the variable, so a typo stops the start
+instead of surfacing hours later.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from typing import Any, TypeVar
 
 import attrs
 
+from actors.runtime import RuntimeConfig
+from store.config import StoreConfig
+
 T = TypeVar("T")
 log = logging.getLogger("actors.settings")
 
@@ -34,266 +42,15 @@ DEFAULT_FALLBACK = (
 )
 
 
+DATA_DIR = Path("data")
+#: The runtime's and the store's own defaults: the settings take them, never a copy.
+_RUNTIME = {f.name: f.default for f in attrs.fields(RuntimeConfig)}
+_STORE = {f.name: f.default for f in attrs.fields(StoreConfig)}
+TMP_DIR = Path("tmp/audio")
+
+
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message names the environment variable."""
-
-
-@attrs.frozen(kw_only=True)
-class Settings:
-    # Credentials and endpoints.
-    whapi_token: str | None = None
-    whapi_api_url: str = "https://gate.whapi.cloud"
-    openai_api_key: str | None = None
-    openai_base_url: str | None = None
-    openai_model: str = "gpt-5-mini"
-    instructions: str = DEFAULT_INSTRUCTIONS
-    fallback_text: str = DEFAULT_FALLBACK
-
-    # Server.
-    host: str = "0.0.0.0"
-    port: int = 8080
-    webhook_secret: str | None = None
-    admin_token: str | None = None
-    data_dir: Path = Path("data")
-    tmp_dir: Path = Path("tmp/audio")
-    env: str = "development"
-    max_body_bytes: int = 4 * 1024 * 1024
-    #: After the drain, open HTTP connections get this long to finish before they are closed.
-    http_graceful_seconds: float = 5.0
-    #: A client that sends nothing for this long is disconnected (slowloris).
-    http_read_timeout_seconds: float = 30.0
-    #: An idle connection, or one trickling its request head, is closed after this.
-    http_keep_alive_seconds: float = 5.0
-    ignore_groups: bool = True
-
-    # Buffering (seconds).
-    buffer_seconds: float = 5.0
-    voice_buffer_seconds: float = 8.0
-    typing_seconds: float = 10.0
-    max_wait_seconds: float = 30.0
-    max_buffered: int = 50
-    max_buffered_chars: int = 8000
-
-    # Actor runtime.
-    idle_seconds: float = 900.0
-    mailbox_size: int = 64
-    max_actors: int = 100_000
-    restart_limit: int = 3
-    restart_window_seconds: float = 5.0
-    restart_backoff_seconds: float = 0.1
-    restart_backoff_max_seconds: float = 2.0
-    park_seconds: float = 60.0
-    dedupe_window_size: int = 50_000
-    dedupe_window_seconds: float = 3600.0
-    echo_ids_size: int = 256
-    drain_seconds: float = 25.0
-    #: How long marking answered messages done is retried while the store recovers.
-    settle_retry_seconds: float = 120.0
-    # Store (see store/config.py for what each one does).
-    retention_days: float = 180.0
-    dedupe_days: float = 7.0
-    backups_hourly: int = 24
-    backups_daily: int = 7
-    journal_max_mb: float = 64.0
-    tmp_max_mb: float = 256.0
-    tmp_max_age_seconds: float = 600.0
-    handoff_pause_seconds: float = 3600.0
-    memory_soft_mb: float = 1024.0
-    memory_hard_mb: float = 1536.0
-    memory_check_seconds: float = 10.0
-    #: After a failed journal write, how often the store retries re-persisting its state.
-    store_recovery_seconds: float = 5.0
-    log_level: str = "INFO"
-    #: Put the customer's message text in the "message received" log line (off: privacy).
-    log_message_text: bool = False
-
-    # Turns and upstream calls.
-    turn_timeout_seconds: float = 120.0
-    openai_timeout_seconds: float = 60.0
-    openai_max_attempts: int = 3
-    whapi_timeout_seconds: float = 15.0
-    whapi_max_attempts: int = 4
-    retry_base_seconds: float = 0.5
-    retry_max_seconds: float = 8.0
-    typing_refresh_seconds: float = 8.0
-    #: "typing" shows only when a turn takes longer than this (each send simulates typing too).
-    typing_delay_seconds: float = 1.0
-    #: Turns running at once, process-wide: past it turns wait, so webhooks keep their CPU.
-    max_concurrent_turns: int = 32
-    #: Connections per upstream client (Whapi, OpenAI).
-    http_pool_size: int = 32
-    #: Idle connections kept open per upstream client. httpcore probes every idle connection
-    #: (a poll syscall each) whenever a request starts or ends, so a full idle pool of 32 cost
-    #: ~14 % of a turn's CPU; busier moments still open up to ``http_pool_size``.
-    http_keepalive_size: int = 8
-    #: At most one automatic full garbage collection per this many seconds (0: CPython's own
-    #: pace). Their pause grows with the live actors; see gateway/gcpace.py.
-    gc_full_interval_seconds: float = 30.0
-    #: A contact's presence subscription is renewed at a turn once older than this.
-    presence_resubscribe_seconds: float = 86400.0
-    typing_time_min: float = 1.0
-    typing_time_max: float = 5.0
-    typing_chars_per_second: float = 40.0
-    part_pause_seconds: float = 0.5
-    max_part_chars: int = 1500
-
-    # What the bot understands (media in).
-    media_max_mb: float = 16.0
-    media_timeout_seconds: float = 20.0
-    transcription_model: str = "gpt-transcribe"
-    transcription_language: str | None = "es"
-    #: Send images to the model inline (downloaded, base64) instead of by link, for when
-    #: Whapi's media links are not reachable from OpenAI.
-    image_inline: bool = False
-
-    # Context for the model.
-    timezone: str = "America/Bogota"
-    context_gap_seconds: float = 3 * 3600.0
-    chat_info_ttl_seconds: float = 300.0
-    chat_info_max: int = 10_000
-    #: A long silence ends the session: the next message starts a fresh conversation.
-    session_expiry_seconds: float = 30 * 86400.0
-    reset_keywords: tuple[str, ...] = ("/reset", "/reiniciar")
-    reset_reply: str = "Listo, empecemos de nuevo. ¿En qué te puedo ayudar?"
-    #: Chats the bot never answers (phone digits or chat ids).
-    ignored_chats: frozenset[str] = frozenset()
-
-    # Tools.
-    tools_module: str | None = None
-    tool_rounds: int = 4
-    tool_timeout_seconds: float = 20.0
-    escalation_label_id: str | None = None
-    operator_chat: str | None = None
-    history_count: int = 20
-
-    # Replies in voice.
-    voice_replies: bool = True
-    #: "realtime" (OpenAI's Realtime API) or "http" (``/v1/audio/speech``, which OpenAI shuts
-    #: down on 2027-01-06: refused at start from that day).
-    speech_backend: str = "realtime"
-    speech_model: str = "gpt-realtime-2.1-mini"
-    speech_voice: str = "marin"
-    speech_speed: float = 1.0
-    #: Deadline of one whole synthesis (waiting for a socket, every sentence, the encoding).
-    speech_timeout_seconds: float = 30.0
-    #: Deadline of the websocket's connection (and of its closing handshake).
-    speech_connect_timeout_seconds: float = 10.0
-    #: The longest silence allowed between two events of the Realtime server.
-    speech_event_timeout_seconds: float = 10.0
-    #: Realtime websockets open at once, process-wide (one per synthesis).
-    speech_max_sockets: int = 16
-    #: Long replies are spoken in responses of whole sentences up to this many characters.
-    speech_chunk_chars: int = 400
-    #: The cap of output tokens of one Realtime response (OpenAI's maximum is 4096).
-    speech_max_output_tokens: int = 4096
-    #: Largest normalised word edit distance between the text and what the voice said.
-    speech_max_distance: float = 0.15
-    #: Worker threads that encode PCM to OGG/Opus at once.
-    speech_encode_threads: int = 2
-    #: WhatsApp limits of a voice note: a longer or larger one goes as text.
-    voice_max_seconds: float = 300.0
-    voice_max_mb: float = 16.0
-    voice_max_chars: int = 600
-    #: Replies matching any of these are sent as text (prices, nights, links, amounts).
-    voice_text_patterns: tuple[str, ...] = (
-        r"\$\s?\d",
-        r"\d[\d.,]*\s*(?:cop|usd|pesos|d[oó]lares|eur)\b",
-        r"\bnoches?\b",
-        r"\bnights?\b",
-        r"https?://|www\.",
-        r"\d{5,}",
-    )
-    public_url: str | None = None
-    audio_ttl_seconds: float = 300.0
-
-    # Answer validation.
-    validator_module: str | None = None
-    validator_cooldown_seconds: float = 300.0
-
-    @property
-    def production(self) -> bool:
-        return self.env == "production"
-
-    @property
-    def sandbox(self) -> bool:
-        """True when credentials are missing and the loopback fakes stand in for the vendors."""
-        return not (self.whapi_token and self.openai_api_key)
-
-    def missing_credentials(self) -> list[str]:
-        names = [("WHAPI_TOKEN", self.whapi_token), ("OPENAI_API_KEY", self.openai_api_key)]
-        return [name for name, value in names if not value]
-
-    @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
-    ) -> Settings:
-        """Build and validate settings from ``environ`` (default ``os.environ``) over ``.env``."""
-        env: dict[str, str] = {}
-        if dotenv is not None and dotenv.is_file():
-            env.update(read_dotenv(dotenv))
-        env.update(os.environ if environ is None else environ)
-        return _build(env)
-
-
-#: ``WABOT_*`` variables that are not settings of the bot: knobs of ``make chaos``/``make
-#: crash`` and of the optional conformance test.
-NOT_SETTINGS = frozenset(
-    {
-        "WABOT_CHAOS",
-        "WABOT_CRASH",
-        "WABOT_CRASH_SEED",
-        "WABOT_PROCESS_KILLS",
-        "WABOT_STORE_CRASH_CYCLES",
-        "WABOT_SHARED_DIR",
-    }
-)
-
-
-def variable_names() -> tuple[str, ...]:
-    """Every environment variable that is a setting, in the order of ``_VARIABLES``."""
-    return (*(name for name, _field, _convert in _VARIABLES), *INSTRUCTION_VARIABLES)
-
-
-INSTRUCTION_VARIABLES = ("WABOT_INSTRUCTIONS", "WABOT_INSTRUCTIONS_FILE")
-
-
-def unknown_variables(
-    environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
-) -> list[str]:
-    """One warning per ``WABOT_*`` variable (environment or ``.env``) that is no setting, with
-    the closest setting's name: a misspelled setting is otherwise silently the default."""
-    env: dict[str, str] = {}
-    if dotenv is not None and dotenv.is_file():
-        env.update(read_dotenv(dotenv))
-    env.update(os.environ if environ is None else environ)
-    known = set(variable_names())
-    lines = []
-    for name in sorted(env):
-        if not name.startswith("WABOT_") or name in known or name in NOT_SETTINGS:
-            continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        lines.append(f"{name} is not a setting and is ignored{hint} (see `wabot settings`)")
-    return lines
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a ``.env`` file: ``KEY=VALUE`` lines, ``#`` comments, optional quotes."""
-    out: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :]
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise SettingsError(f"{path}:{number}: expected KEY=VALUE")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[key.strip()] = value
-    return out
 
 
 def _number(parse: Callable[[str], T], *, minimum: float, allow_zero: bool = True) -> Any:
@@ -413,118 +170,559 @@ _positive_seconds = _number(float, minimum=0.0, allow_zero=False)
 _count = _number(int, minimum=1)
 _port = _between(0, 65535, int)
 
-# environment variable -> (settings field, converter)
-_VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
-    ("WHAPI_TOKEN", "whapi_token", _text),
-    ("WHAPI_API_URL", "whapi_api_url", _url),
-    ("OPENAI_API_KEY", "openai_api_key", _text),
-    ("OPENAI_BASE_URL", "openai_base_url", _url),
-    ("OPENAI_MODEL", "openai_model", _text),
-    ("WABOT_FALLBACK_TEXT", "fallback_text", _text),
-    ("HOST", "host", _text),
-    ("PORT", "port", _port),
-    ("WABOT_WEBHOOK_SECRET", "webhook_secret", _text),
-    ("WABOT_ADMIN_TOKEN", "admin_token", _text),
-    ("WABOT_DATA_DIR", "data_dir", lambda _n, raw: Path(raw)),
-    ("WABOT_TMP_DIR", "tmp_dir", lambda _n, raw: Path(raw)),
-    ("WABOT_ENV", "env", _env_name),
-    ("WABOT_MAX_BODY_BYTES", "max_body_bytes", _count),
-    ("WABOT_HTTP_GRACEFUL_SECONDS", "http_graceful_seconds", _seconds),
-    ("WABOT_HTTP_READ_TIMEOUT_SECONDS", "http_read_timeout_seconds", _positive_seconds),
-    ("WABOT_HTTP_KEEP_ALIVE_SECONDS", "http_keep_alive_seconds", _positive_seconds),
-    ("WABOT_IGNORE_GROUPS", "ignore_groups", _bool),
-    ("WABOT_BUFFER_SECONDS", "buffer_seconds", _seconds),
-    ("WABOT_VOICE_BUFFER_SECONDS", "voice_buffer_seconds", _seconds),
-    ("WABOT_TYPING_SECONDS", "typing_seconds", _seconds),
-    ("WABOT_MAX_WAIT_SECONDS", "max_wait_seconds", _seconds),
-    ("WABOT_MAX_BUFFERED", "max_buffered", _count),
-    ("WABOT_MAX_BUFFERED_CHARS", "max_buffered_chars", _count),
-    ("WABOT_IDLE_SECONDS", "idle_seconds", _positive_seconds),
-    ("WABOT_MAILBOX_SIZE", "mailbox_size", _count),
-    ("WABOT_MAX_ACTORS", "max_actors", _count),
-    ("WABOT_RESTART_LIMIT", "restart_limit", _count),
-    ("WABOT_RESTART_WINDOW_SECONDS", "restart_window_seconds", _positive_seconds),
-    ("WABOT_RESTART_BACKOFF_SECONDS", "restart_backoff_seconds", _seconds),
-    ("WABOT_RESTART_BACKOFF_MAX_SECONDS", "restart_backoff_max_seconds", _seconds),
-    ("WABOT_PARK_SECONDS", "park_seconds", _seconds),
-    ("WABOT_DEDUPE_WINDOW_SIZE", "dedupe_window_size", _count),
-    ("WABOT_DEDUPE_WINDOW_SECONDS", "dedupe_window_seconds", _positive_seconds),
-    ("WABOT_ECHO_IDS_SIZE", "echo_ids_size", _count),
-    ("WABOT_DRAIN_SECONDS", "drain_seconds", _seconds),
-    ("WABOT_SETTLE_RETRY_SECONDS", "settle_retry_seconds", _seconds),
-    ("WABOT_RETENTION_DAYS", "retention_days", _positive_seconds),
-    ("WABOT_DEDUPE_DAYS", "dedupe_days", _positive_seconds),
-    ("WABOT_BACKUPS_HOURLY", "backups_hourly", _number(int, minimum=0)),
-    ("WABOT_BACKUPS_DAILY", "backups_daily", _number(int, minimum=0)),
-    ("WABOT_JOURNAL_MAX_MB", "journal_max_mb", _positive_seconds),
-    ("WABOT_TMP_MAX_MB", "tmp_max_mb", _positive_seconds),
-    ("WABOT_TMP_MAX_AGE_SECONDS", "tmp_max_age_seconds", _positive_seconds),
-    ("WABOT_HANDOFF_PAUSE_SECONDS", "handoff_pause_seconds", _positive_seconds),
-    ("WABOT_MEMORY_SOFT_MB", "memory_soft_mb", _seconds),
-    ("WABOT_MEMORY_HARD_MB", "memory_hard_mb", _seconds),
-    ("WABOT_MEMORY_CHECK_SECONDS", "memory_check_seconds", _positive_seconds),
-    ("WABOT_STORE_RECOVERY_SECONDS", "store_recovery_seconds", _positive_seconds),
-    ("WABOT_LOG_LEVEL", "log_level", lambda name, raw: _log_level(name, raw)),
-    ("WABOT_LOG_MESSAGE_TEXT", "log_message_text", _bool),
-    ("WABOT_TURN_TIMEOUT_SECONDS", "turn_timeout_seconds", _positive_seconds),
-    ("WABOT_OPENAI_TIMEOUT_SECONDS", "openai_timeout_seconds", _positive_seconds),
-    ("WABOT_OPENAI_MAX_ATTEMPTS", "openai_max_attempts", _count),
-    ("WABOT_WHAPI_TIMEOUT_SECONDS", "whapi_timeout_seconds", _positive_seconds),
-    ("WABOT_WHAPI_MAX_ATTEMPTS", "whapi_max_attempts", _count),
-    ("WABOT_RETRY_BASE_SECONDS", "retry_base_seconds", _seconds),
-    ("WABOT_RETRY_MAX_SECONDS", "retry_max_seconds", _seconds),
-    ("WABOT_TYPING_REFRESH_SECONDS", "typing_refresh_seconds", _positive_seconds),
-    ("WABOT_TYPING_DELAY_SECONDS", "typing_delay_seconds", _seconds),
-    ("WABOT_MAX_CONCURRENT_TURNS", "max_concurrent_turns", _count),
-    ("WABOT_HTTP_POOL_SIZE", "http_pool_size", _count),
-    ("WABOT_HTTP_KEEPALIVE_SIZE", "http_keepalive_size", _count),
-    ("WABOT_GC_FULL_INTERVAL_SECONDS", "gc_full_interval_seconds", _seconds),
-    ("WABOT_PRESENCE_RESUBSCRIBE_SECONDS", "presence_resubscribe_seconds", _seconds),
-    ("WABOT_TYPING_TIME_MIN", "typing_time_min", _seconds),
-    ("WABOT_TYPING_TIME_MAX", "typing_time_max", _seconds),
-    ("WABOT_TYPING_CHARS_PER_SECOND", "typing_chars_per_second", _positive_seconds),
-    ("WABOT_PART_PAUSE_SECONDS", "part_pause_seconds", _seconds),
-    ("WABOT_MAX_PART_CHARS", "max_part_chars", _count),
-    ("WABOT_MEDIA_MAX_MB", "media_max_mb", _positive_seconds),
-    ("WABOT_MEDIA_TIMEOUT_SECONDS", "media_timeout_seconds", _positive_seconds),
-    ("WABOT_TRANSCRIPTION_MODEL", "transcription_model", _text),
-    ("WABOT_TRANSCRIPTION_LANGUAGE", "transcription_language", _optional),
-    ("WABOT_IMAGE_INLINE", "image_inline", _bool),
-    ("WABOT_TIMEZONE", "timezone", _timezone),
-    ("WABOT_CONTEXT_GAP_SECONDS", "context_gap_seconds", _seconds),
-    ("WABOT_CHAT_INFO_TTL_SECONDS", "chat_info_ttl_seconds", _seconds),
-    ("WABOT_CHAT_INFO_MAX", "chat_info_max", _count),
-    ("WABOT_SESSION_EXPIRY_SECONDS", "session_expiry_seconds", _seconds),
-    ("WABOT_RESET_KEYWORDS", "reset_keywords", _list),
-    ("WABOT_RESET_REPLY", "reset_reply", _text),
-    ("WABOT_IGNORED_CHATS", "ignored_chats", _chats),
-    ("WABOT_TOOLS_MODULE", "tools_module", _optional),
-    ("WABOT_TOOL_ROUNDS", "tool_rounds", _count),
-    ("WABOT_TOOL_TIMEOUT_SECONDS", "tool_timeout_seconds", _positive_seconds),
-    ("WABOT_ESCALATION_LABEL_ID", "escalation_label_id", _optional),
-    ("WABOT_OPERATOR_CHAT", "operator_chat", _optional),
-    ("WABOT_HISTORY_COUNT", "history_count", _count),
-    ("WABOT_VOICE_REPLIES", "voice_replies", _bool),
-    ("WABOT_SPEECH_BACKEND", "speech_backend", lambda n, raw: _choice(n, raw, SPEECH_BACKENDS)),
-    ("WABOT_SPEECH_MODEL", "speech_model", _text),
-    ("WABOT_SPEECH_VOICE", "speech_voice", _text),
-    ("WABOT_SPEECH_SPEED", "speech_speed", _between(0.25, 1.5)),
-    ("WABOT_SPEECH_TIMEOUT_SECONDS", "speech_timeout_seconds", _positive_seconds),
-    ("WABOT_SPEECH_CONNECT_TIMEOUT_SECONDS", "speech_connect_timeout_seconds", _positive_seconds),
-    ("WABOT_SPEECH_EVENT_TIMEOUT_SECONDS", "speech_event_timeout_seconds", _positive_seconds),
-    ("WABOT_SPEECH_MAX_SOCKETS", "speech_max_sockets", _count),
-    ("WABOT_SPEECH_CHUNK_CHARS", "speech_chunk_chars", _number(int, minimum=40)),
-    ("WABOT_SPEECH_MAX_OUTPUT_TOKENS", "speech_max_output_tokens", _between(1, 4096, int)),
-    ("WABOT_SPEECH_MAX_DISTANCE", "speech_max_distance", _between(0.0, 1.0)),
-    ("WABOT_SPEECH_ENCODE_THREADS", "speech_encode_threads", _count),
-    ("WABOT_VOICE_MAX_SECONDS", "voice_max_seconds", _positive_seconds),
-    ("WABOT_VOICE_MAX_MB", "voice_max_mb", _between(0.0, 16.0, allow_zero=False)),
-    ("WABOT_VOICE_MAX_CHARS", "voice_max_chars", _count),
-    ("WABOT_VOICE_TEXT_PATTERNS", "voice_text_patterns", lambda n, raw: _patterns(n, raw)),
-    ("WABOT_PUBLIC_URL", "public_url", _url),
-    ("WABOT_AUDIO_TTL_SECONDS", "audio_ttl_seconds", _positive_seconds),
-    ("WABOT_VALIDATOR_MODULE", "validator_module", _optional),
-    ("WABOT_VALIDATOR_COOLDOWN_SECONDS", "validator_cooldown_seconds", _seconds),
+
+#: A field's parser when the declaration names none: by the type of its default.
+_PARSERS: dict[type, Callable[[str, str], Any]] = {
+    bool: _bool,
+    float: _seconds,
+    int: _count,
+    str: _text,
+}
+
+
+@attrs.frozen
+class Group:
+    """Declares the settings of one group (``wabot settings`` and the README show them by
+    group): ``buffer_seconds: float = buffering(5.0, "what it means")``.
+
+    The environment variable is ``WABOT_`` + the field's name in capitals unless ``env``
+    says otherwise (``None``: not read from one variable); the parser, which raises
+    ``SettingsError`` naming the variable, follows the default's type unless ``parse`` is
+    given. ``_VARIABLES``, ``wabot settings``, the README tables and ``.env.example`` are
+    all read from these declarations.
+    """
+
+    name: str
+
+    def __call__(
+        self,
+        default: Any,
+        help: str,
+        *,
+        env: str | bool | None = True,
+        parse: Callable[[str, str], Any] | None = None,
+    ) -> Any:
+        return attrs.field(
+            default=default,
+            metadata={
+                "help": help,
+                "group": self.name,
+                "env": env,
+                "parse": parse or _PARSERS.get(type(default), _text),
+            },
+        )
+
+
+upstream, server, buffering, runtime, store = map(
+    Group, ("upstream", "server", "buffering", "runtime", "store")
+)
+media, context, replies, tools, voice = map(
+    Group, ("media", "context", "replies", "tools", "voice")
+)
+#: The order ``wabot settings`` and the README show the groups in.
+GROUPS = (
+    "upstream",
+    "server",
+    "buffering",
+    "runtime",
+    "store",
+    "media",
+    "context",
+    "replies",
+    "tools",
+    "voice",
+)
+
+
+def _named(cls: type, fields: list[attrs.Attribute]) -> list[attrs.Attribute]:
+    """attrs field transformer: a declaration's default variable name, from the field name."""
+    return [
+        f.evolve(metadata={**f.metadata, "env": f"WABOT_{f.name.upper()}"})
+        if f.metadata.get("env") is True
+        else f
+        for f in fields
+    ]
+
+
+@attrs.frozen(kw_only=True, field_transformer=_named)
+class Settings:
+    # Credentials and endpoints.
+    whapi_token: str | None = upstream(
+        None,
+        "Whapi channel token (the sandbox runs when it is missing)",
+        env="WHAPI_TOKEN",
+        parse=_text,
+    )
+    whapi_api_url: str = upstream(
+        "https://gate.whapi.cloud", "Whapi base URL", env="WHAPI_API_URL", parse=_url
+    )
+    openai_api_key: str | None = upstream(
+        None,
+        "OpenAI API key (the sandbox runs when it is missing)",
+        env="OPENAI_API_KEY",
+        parse=_text,
+    )
+    openai_base_url: str | None = upstream(
+        None,
+        "OpenAI base URL (empty: the SDK's; the Realtime websocket follows it)",
+        env="OPENAI_BASE_URL",
+        parse=_url,
+    )
+    openai_model: str = upstream(
+        "gpt-5-mini",
+        "model of the answers (configuration, not code: models retire)",
+        env="OPENAI_MODEL",
+    )
+    instructions: str = upstream(
+        DEFAULT_INSTRUCTIONS,
+        "the assistant's system prompt (WABOT_INSTRUCTIONS or _FILE)",
+        env=None,
+    )
+    fallback_text: str = replies(
+        DEFAULT_FALLBACK, "what the customer reads when the model or Whapi failed"
+    )
+
+    # Server.
+    host: str = server("0.0.0.0", "address to listen on", env="HOST")
+    port: int = server(
+        8080, "port to listen on (0 to 65535; 0 picks a free one)", env="PORT", parse=_port
+    )
+    webhook_secret: str | None = server(
+        None,
+        "value of the X-Webhook-Secret header every webhook must carry (required in production)",
+        parse=_text,
+    )
+    admin_token: str | None = server(
+        None, "bearer token of the admin endpoints (empty: they are off, 404)", parse=_text
+    )
+    data_dir: Path = server(  # noqa: RUF009 (a Path default is immutable)
+        DATA_DIR,
+        "the store's directory: snapshot, journal, backups, lock",
+        parse=lambda _n, raw: Path(raw),
+    )
+    tmp_dir: Path = server(  # noqa: RUF009 (a Path default is immutable)
+        TMP_DIR,
+        "scratch directory of downloaded and synthesized audio",
+        parse=lambda _n, raw: Path(raw),
+    )
+    env: str = server(
+        "development",
+        "development or production (JSON logs; credentials and secret required)",
+        parse=_env_name,
+    )
+    max_body_bytes: int = server(4 * 1024 * 1024, "largest webhook body accepted (413 above)")
+    #: After the drain, open HTTP connections get this long to finish before they are closed.
+    http_graceful_seconds: float = server(
+        5.0, "after the drain, how long open HTTP connections may finish"
+    )
+    #: A client that sends nothing for this long is disconnected (slowloris).
+    http_read_timeout_seconds: float = server(
+        30.0, "a client that sends nothing for this long is cut", parse=_positive_seconds
+    )
+    #: An idle connection, or one trickling its request head, is closed after this.
+    http_keep_alive_seconds: float = server(
+        5.0, "idle keep-alive connections close after this", parse=_positive_seconds
+    )
+    ignore_groups: bool = server(True, "ignore group chats (broadcasts and newsletters always are)")
+
+    # Buffering (seconds).
+    buffer_seconds: float = buffering(
+        5.0, "wait after a customer's latest message before answering"
+    )
+    voice_buffer_seconds: float = buffering(8.0, "the same wait after a voice note")
+    typing_seconds: float = buffering(
+        10.0, "wait after the customer's latest typing/recording presence"
+    )
+    max_wait_seconds: float = buffering(30.0, "hard cap on how long a buffered message waits")
+    max_buffered: int = buffering(50, "answer at once when this many messages are waiting")
+    max_buffered_chars: int = buffering(
+        8000, "characters buffered per customer; the excess is dropped (flood)"
+    )
+
+    # Actor runtime.
+    idle_seconds: float = runtime(
+        _RUNTIME["idle_seconds"],
+        "an idle customer's actor stops after this",
+        parse=_positive_seconds,
+    )
+    mailbox_size: int = runtime(
+        _RUNTIME["mailbox_size"], "events queued per actor before it resyncs from the durable inbox"
+    )
+    max_actors: int = runtime(
+        _RUNTIME["max_actors"], "live actors at most; the idlest are passivated above it"
+    )
+    restart_limit: int = runtime(
+        _RUNTIME["restart_limit"], "crashes of one actor within the window before it is parked"
+    )
+    restart_window_seconds: float = runtime(
+        _RUNTIME["restart_window_seconds"],
+        "the window of the restart limit",
+        parse=_positive_seconds,
+    )
+    restart_backoff_seconds: float = runtime(
+        _RUNTIME["restart_backoff_seconds"], "first wait before restarting a crashed actor"
+    )
+    restart_backoff_max_seconds: float = runtime(
+        _RUNTIME["restart_backoff_max_seconds"], "longest wait before restarting a crashed actor"
+    )
+    park_seconds: float = runtime(
+        _RUNTIME["park_seconds"], "how long a crash-looping actor stays parked"
+    )
+    dedupe_window_size: int = runtime(
+        50_000, "message ids remembered in memory to drop redeliveries fast"
+    )
+    dedupe_window_seconds: float = runtime(
+        3600.0, "how long the in-memory dedupe window remembers an id", parse=_positive_seconds
+    )
+    echo_ids_size: int = runtime(
+        256, "ids of our own sends remembered per actor (to ignore their echoes)"
+    )
+    drain_seconds: float = runtime(25.0, "on SIGTERM, how long in-flight turns may take to finish")
+    #: How long marking answered messages done is retried while the store recovers.
+    settle_retry_seconds: float = runtime(
+        120.0, "how long an actor keeps retrying to mark messages answered"
+    )
+    # Store (see store/config.py for what each one does).
+    retention_days: float = store(
+        _STORE["retention_days"],
+        "records of customers silent for longer are removed",
+        parse=_positive_seconds,
+    )
+    dedupe_days: float = store(
+        _STORE["dedupe_window_seconds"] / 86400,
+        "answered message ids are remembered on disk this long",
+        parse=_positive_seconds,
+    )
+    backups_hourly: int = store(
+        _STORE["backups_hourly"], "hourly backups kept", parse=_number(int, minimum=0)
+    )
+    backups_daily: int = store(
+        _STORE["backups_daily"], "daily backups kept", parse=_number(int, minimum=0)
+    )
+    journal_max_mb: float = store(
+        _STORE["journal_max_bytes"] / 2**20,
+        "the journal is compacted into a snapshot past this size",
+        parse=_positive_seconds,
+    )
+    tmp_max_mb: float = server(
+        256.0, "scratch directory size cap (oldest files removed first)", parse=_positive_seconds
+    )
+    tmp_max_age_seconds: float = server(
+        600.0, "scratch files older than this are removed", parse=_positive_seconds
+    )
+    handoff_pause_seconds: float = tools(
+        3600.0,
+        "the bot stays silent this long after a human agent wrote, an escalation, or an "
+        "operator's pause without seconds",
+        parse=_positive_seconds,
+    )
+    memory_soft_mb: float = runtime(
+        1024.0, "over this RSS idle actors are passivated and caches shrink"
+    )
+    memory_hard_mb: float = runtime(1536.0, "over this RSS new webhooks get 503 until memory falls")
+    memory_check_seconds: float = runtime(
+        10.0, "how often the memory watchdog looks", parse=_positive_seconds
+    )
+    #: After a failed journal write, how often the store retries re-persisting its state.
+    store_recovery_seconds: float = store(
+        _STORE["recovery_retry_seconds"],
+        "after a failed journal write, how often the store retries",
+        parse=_positive_seconds,
+    )
+    log_level: str = server(
+        "INFO", "DEBUG, INFO, WARNING or ERROR", parse=lambda name, raw: _log_level(name, raw)
+    )
+    #: Put the customer's message text in the "message received" log line (off: privacy).
+    log_message_text: bool = server(
+        False, "put the customer's text in the 'message received' log line"
+    )
+
+    # Turns and upstream calls.
+    turn_timeout_seconds: float = upstream(
+        120.0, "deadline of one turn, model calls and sends included", parse=_positive_seconds
+    )
+    openai_timeout_seconds: float = upstream(
+        60.0, "deadline of one OpenAI request", parse=_positive_seconds
+    )
+    openai_max_attempts: int = upstream(3, "attempts of one OpenAI call (retryable failures only)")
+    whapi_timeout_seconds: float = upstream(
+        15.0, "deadline of one Whapi request", parse=_positive_seconds
+    )
+    whapi_max_attempts: int = upstream(
+        4, "attempts of one Whapi call (429, 5xx, connection errors)"
+    )
+    retry_base_seconds: float = upstream(0.5, "first backoff between attempts (with jitter)")
+    retry_max_seconds: float = upstream(8.0, "longest backoff between attempts")
+    typing_refresh_seconds: float = replies(
+        8.0, "how often 'typing…' is renewed while a turn runs", parse=_positive_seconds
+    )
+    #: "typing" shows only when a turn takes longer than this (each send simulates typing too).
+    typing_delay_seconds: float = replies(1.0, "'typing…' shows only for turns longer than this")
+    #: Turns running at once, process-wide: past it turns wait, so webhooks keep their CPU.
+    max_concurrent_turns: int = runtime(32, "turns running at once, process-wide")
+    #: Connections per upstream client (Whapi, OpenAI).
+    http_pool_size: int = upstream(32, "connections per upstream client (Whapi, OpenAI)")
+    #: Idle connections kept open per upstream client. httpcore probes every idle connection
+    #: (a poll syscall each) whenever a request starts or ends, so a full idle pool of 32 cost
+    #: ~14 % of a turn's CPU; busier moments still open up to ``http_pool_size``.
+    http_keepalive_size: int = upstream(8, "idle connections kept per upstream client")
+    #: At most one automatic full garbage collection per this many seconds (0: CPython's own
+    #: pace). Their pause grows with the live actors; see gateway/gcpace.py.
+    gc_full_interval_seconds: float = runtime(30.0, "full garbage collections at most this often")
+    #: A contact's presence subscription is renewed at a turn once older than this.
+    presence_resubscribe_seconds: float = buffering(
+        86400.0, "renew the presence subscription of a contact after this"
+    )
+    typing_time_min: float = replies(1.0, "shortest typing_time Whapi shows before a reply part")
+    typing_time_max: float = replies(5.0, "longest typing_time before a reply part (at most 60)")
+    typing_chars_per_second: float = replies(
+        40.0, "typing speed that sizes typing_time", parse=_positive_seconds
+    )
+    part_pause_seconds: float = replies(0.5, "pause between two parts of a long reply")
+    max_part_chars: int = replies(1500, "longest reply part (at most 4096)")
+
+    # What the bot understands (media in).
+    media_max_mb: float = media(
+        16.0, "largest media downloaded from a customer", parse=_positive_seconds
+    )
+    media_timeout_seconds: float = media(
+        20.0, "deadline of one media download", parse=_positive_seconds
+    )
+    transcription_model: str = media("gpt-transcribe", "model that transcribes voice notes")
+    transcription_language: str | None = media(
+        "es", "language hint of transcriptions (none: detect)", parse=_optional
+    )
+    #: Send images to the model inline (downloaded, base64) instead of by link, for when
+    #: Whapi's media links are not reachable from OpenAI.
+    image_inline: bool = media(False, "send images to the model inline instead of by link")
+
+    # Context for the model.
+    timezone: str = context(
+        "America/Bogota", "timezone of the date and time in the context block", parse=_timezone
+    )
+    context_gap_seconds: float = context(
+        3 * 3600.0, "resend the context block after this much silence"
+    )
+    chat_info_ttl_seconds: float = context(300.0, "how long a chat's name and labels are cached")
+    chat_info_max: int = context(10_000, "chats whose name and labels are cached")
+    #: A long silence ends the session: the next message starts a fresh conversation.
+    session_expiry_seconds: float = context(
+        30 * 86400.0, "a conversation silent this long starts afresh, with a summary"
+    )
+    reset_keywords: tuple[str, ...] = context(
+        ("/reset", "/reiniciar"),
+        "words that start a fresh conversation (comma-separated)",
+        parse=_list,
+    )
+    reset_reply: str = context(
+        "Listo, empecemos de nuevo. ¿En qué te puedo ayudar?", "the answer to a reset keyword"
+    )
+    #: Chats the bot never answers (phone digits or chat ids).
+    ignored_chats: frozenset[str] = context(
+        frozenset(), "numbers or chat ids the bot never answers (comma-separated)", parse=_chats
+    )
+
+    # Tools.
+    tools_module: str | None = tools(
+        None, "Python module whose register(registry) adds the business's tools", parse=_optional
+    )
+    tool_rounds: int = tools(4, "rounds of tool calls per turn at most")
+    tool_timeout_seconds: float = tools(20.0, "deadline of one tool call", parse=_positive_seconds)
+    escalation_label_id: str | None = tools(
+        None, "Whapi label put on a chat escalated to a human", parse=_optional
+    )
+    operator_chat: str | None = tools(None, "chat that is told about escalations", parse=_optional)
+    history_count: int = tools(20, "chat messages read from Whapi for an escalation's summary")
+
+    # Replies in voice.
+    voice_replies: bool = voice(
+        True, "answer a voice note with a voice note when the reply may be spoken"
+    )
+    #: "realtime" (OpenAI's Realtime API) or "http" (``/v1/audio/speech``, which OpenAI shuts
+    #: down on 2027-01-06: refused at start from that day).
+    speech_backend: str = voice(
+        "realtime",
+        "realtime (OpenAI's Realtime API) or http (/v1/audio/speech, refused from 2027-01-06)",
+        parse=lambda n, raw: _choice(n, raw, SPEECH_BACKENDS),
+    )
+    speech_model: str = voice("gpt-realtime-2.1-mini", "the speech model")
+    speech_voice: str = voice(
+        "marin",
+        "the voice (Realtime: alloy, ash, ballad, coral, echo, sage, shimmer, verse, marin, cedar)",
+    )
+    speech_speed: float = voice(1.0, "speaking speed, 0.25 to 1.5", parse=_between(0.25, 1.5))
+    #: Deadline of one whole synthesis (waiting for a socket, every sentence, the encoding).
+    speech_timeout_seconds: float = voice(
+        30.0, "deadline of one whole synthesis", parse=_positive_seconds
+    )
+    #: Deadline of the websocket's connection (and of its closing handshake).
+    speech_connect_timeout_seconds: float = voice(
+        10.0, "deadline of the Realtime websocket's connection", parse=_positive_seconds
+    )
+    #: The longest silence allowed between two events of the Realtime server.
+    speech_event_timeout_seconds: float = voice(
+        10.0, "longest silence between two Realtime events", parse=_positive_seconds
+    )
+    #: Realtime websockets open at once, process-wide (one per synthesis).
+    speech_max_sockets: int = voice(16, "Realtime websockets open at once")
+    #: Long replies are spoken in responses of whole sentences up to this many characters.
+    speech_chunk_chars: int = voice(
+        400,
+        "long replies are spoken in pieces of whole sentences this long",
+        parse=_number(int, minimum=40),
+    )
+    #: The cap of output tokens of one Realtime response (OpenAI's maximum is 4096).
+    speech_max_output_tokens: int = voice(
+        4096,
+        "output token cap of one Realtime response (at most 4096)",
+        parse=_between(1, 4096, int),
+    )
+    #: Largest normalised word edit distance between the text and what the voice said.
+    speech_max_distance: float = voice(
+        0.15,
+        "largest difference between the text and what the voice said (0 to 1); above it the "
+        "reply goes as text",
+        parse=_between(0.0, 1.0),
+    )
+    #: Worker threads that encode PCM to OGG/Opus at once.
+    speech_encode_threads: int = voice(2, "threads encoding voice notes to OGG/Opus at once")
+    #: WhatsApp limits of a voice note: a longer or larger one goes as text.
+    voice_max_seconds: float = voice(
+        300.0, "longest voice note sent; a longer one goes as text", parse=_positive_seconds
+    )
+    voice_max_mb: float = voice(
+        16.0,
+        "largest voice note sent (WhatsApp's limit is 16)",
+        parse=_between(0.0, 16.0, allow_zero=False),
+    )
+    voice_max_chars: int = voice(600, "replies longer than this go as text")
+    #: Replies matching any of these are sent as text (prices, nights, links, amounts).
+    voice_text_patterns: tuple[str, ...] = voice(
+        (
+            r"\$\s?\d",
+            r"\d[\d.,]*\s*(?:cop|usd|pesos|d[oó]lares|eur)\b",
+            r"\bnoches?\b",
+            r"\bnights?\b",
+            r"https?://|www\.",
+            r"\d{5,}",
+        ),
+        "replies matching one of these regexes go as text (prices, nights, links); one per "
+        "line, or a JSON array",
+        parse=lambda n, raw: _patterns(n, raw),
+    )
+    public_url: str | None = voice(
+        None, "public base URL: voice notes are served from /audio/ instead of inline", parse=_url
+    )
+    audio_ttl_seconds: float = voice(
+        300.0, "how long a served voice note stays available", parse=_positive_seconds
+    )
+
+    # Answer validation.
+    validator_module: str | None = tools(
+        None,
+        "Python module whose validate(text, tool_outputs) may ask for a correction",
+        parse=_optional,
+    )
+    validator_cooldown_seconds: float = tools(
+        300.0, "at most one correction per customer this often"
+    )
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def sandbox(self) -> bool:
+        """True when credentials are missing and the loopback fakes stand in for the vendors."""
+        return not (self.whapi_token and self.openai_api_key)
+
+    def missing_credentials(self) -> list[str]:
+        names = [("WHAPI_TOKEN", self.whapi_token), ("OPENAI_API_KEY", self.openai_api_key)]
+        return [name for name, value in names if not value]
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
+    ) -> Settings:
+        """Build and validate settings from ``environ`` (default ``os.environ``) over ``.env``."""
+        env: dict[str, str] = {}
+        if dotenv is not None and dotenv.is_file():
+            env.update(read_dotenv(dotenv))
+        env.update(os.environ if environ is None else environ)
+        return _build(env)
+
+
+#: ``WABOT_*`` variables that are not settings of the bot: knobs of ``make chaos``/``make
+#: crash`` and of the optional conformance test.
+NOT_SETTINGS = frozenset(
+    {
+        "WABOT_CHAOS",
+        "WABOT_CRASH",
+        "WABOT_CRASH_SEED",
+        "WABOT_PROCESS_KILLS",
+        "WABOT_STORE_CRASH_CYCLES",
+        "WABOT_SHARED_DIR",
+    }
+)
+
+
+def variable_names() -> tuple[str, ...]:
+    """Every environment variable that is a setting, in the order of ``_VARIABLES``."""
+    return (*(name for name, _field, _convert in _VARIABLES), *INSTRUCTION_VARIABLES)
+
+
+#: The two ways to give the ``instructions`` setting (``_build`` reads them), and their meaning.
+INSTRUCTION_VARIABLES = {
+    "WABOT_INSTRUCTIONS": "the assistant's system prompt, inline",
+    "WABOT_INSTRUCTIONS_FILE": "the assistant's system prompt, from a UTF-8 file",
+}
+
+
+def unknown_variables(
+    environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
+) -> list[str]:
+    """One warning per ``WABOT_*`` variable (environment or ``.env``) that is no setting, with
+    the closest setting's name: a misspelled setting is otherwise silently the default."""
+    env: dict[str, str] = {}
+    if dotenv is not None and dotenv.is_file():
+        env.update(read_dotenv(dotenv))
+    env.update(os.environ if environ is None else environ)
+    known = set(variable_names())
+    lines = []
+    for name in sorted(env):
+        if not name.startswith("WABOT_") or name in known or name in NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"{name} is not a setting and is ignored{hint} (see `wabot settings`)")
+    return lines
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a ``.env`` file: ``KEY=VALUE`` lines, ``#`` comments, optional quotes."""
+    out: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"{path}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+#: (environment variable, field, parser) of every setting, in declaration order: read from
+#: the declarations, never written a second time.
+_VARIABLES: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = tuple(
+    (f.metadata["env"], f.name, f.metadata["parse"])
+    for f in attrs.fields(Settings)
+    if f.metadata.get("env")
 )
 
 
