@@ -29,6 +29,7 @@ from tests.harness import (
     SECRET,
     WHAPI_TOKEN,
     Bot,
+    fast_config,
     make_settings,
     open_bot,
     open_fakes,
@@ -80,7 +81,7 @@ async def admin_calls(bot: Bot, headers: dict[str, str]) -> list[int]:
     for method, path in (
         ("GET", "/actors"),
         ("GET", f"/actors/{USER}"),
-        ("POST", f"/actors/{USER}/pause"),
+        ("POST", f"/actors/{USER}/pause?create=1"),
         ("POST", f"/actors/{USER}/reset"),
     ):
         response = await bot.http.request(method, f"{bot.url}{path}", headers=headers)
@@ -209,8 +210,8 @@ async def test_body_and_header_caps(tmp_path: Path) -> None:
 
 async def test_slow_clients_are_disconnected(tmp_path: Path) -> None:
     async with open_fakes() as fakes:
-        settings = make_settings(fakes, tmp_path, http_read_timeout_seconds=1.0)
-        async with open_bot(fakes, settings) as bot:
+        settings = make_settings(fakes, tmp_path)
+        async with open_bot(fakes, settings, config=fast_config(settings, read_timeout=1)) as bot:
             partial = b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             # Headers done, body promised but never sent: closed too, never journaled.
             stalled = partial + b"Content-Length: 100\r\nX-Webhook-Secret: " + SECRET.encode()
