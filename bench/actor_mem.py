@@ -5,7 +5,7 @@
 * warm baseline: the runtime is started and N actors are spawned and retired once (so
   allocator pools, code paths, caches and the registry's tables have seen the load), then
   RSS; every RSS reading follows ``gc.collect()`` and the memory watchdog's
-  ``release_free_memory()`` (glibc ``malloc_trim``), as the service does after actors retire;
+  ``release_free_memory()`` (glibc ``malloc_trim``), as the service's trimmer does;
 * N idle live actors: each is activated (``Supervisor.activate``) and has started its
   behavior; RSS delta / N = bytes per live actor;
 * retire all (``Supervisor.retire_idle``), wait for every task to finish, RSS again;
@@ -32,7 +32,7 @@ import trio
 from actors.mailbox import Mailbox
 from actors.runtime import Cell, RuntimeConfig, Supervisor
 from bench.common import rss_bytes
-from gateway.watchdog import release_free_memory
+from gateway.tuning import release_free_memory
 
 
 class Minimal:

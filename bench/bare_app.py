@@ -48,10 +48,12 @@ async def _main() -> None:
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            config = hypercorn_config(settings)
+            config.workers = 1  # ``serve`` runs no workers; 1 keeps it from warning
             binds = await nursery.start(
                 lambda task_status: serve(
                     create_bare_app(),
-                    hypercorn_config(settings),
+                    config,
                     shutdown_trigger=stop.wait,
                     task_status=task_status,
                 )

@@ -213,7 +213,7 @@ def bot_env(fakes: Mapping[str, str], data_dir: Path, **settings: Any) -> dict[s
         "WABOT_TYPING_TIME_MIN": "0",
         "WABOT_TYPING_TIME_MAX": "0",
         "WABOT_PART_PAUSE_SECONDS": "0",
-        # What ``wabot serve`` re-executes itself with (gateway.cli.use_system_allocator).
+        # What ``make run`` and the README's production command set (gateway/tuning.py).
         "PYTHONMALLOC": "malloc",
     }
     env.update({f"WABOT_{k.upper()}": str(v) for k, v in settings.items()})

@@ -53,7 +53,7 @@ def in_process(kind: str, actors: int) -> dict[str, Any]:
     out = subprocess.run(
         [PYTHON, "-m", "bench.actor_mem", "--kind", kind, "--actors", str(actors)],
         cwd=ROOT,
-        env={**os.environ, "PYTHONMALLOC": "malloc"},  # as ``wabot serve`` runs
+        env={**os.environ, "PYTHONMALLOC": "malloc"},  # as ``make run`` serves
         capture_output=True,
         text=True,
         timeout=900,

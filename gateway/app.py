@@ -22,7 +22,7 @@ from quart_trio import QuartTrio
 from actors.events import Control
 from gateway.audio import register_audio
 from gateway.logs import log_refusal
-from gateway.metrics import render
+from gateway.metrics import register_collectors, render
 from gateway.service import Service
 from store.records import UserRecord
 
@@ -164,8 +164,10 @@ def secrets_match(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def create_app(service: Service) -> QuartTrio:
+def create_quart_app(service: Service) -> QuartTrio:
+    """The Quart routes of ``service`` (all but ``POST /hook``); its metrics are registered."""
     settings = service.settings
+    register_collectors(service.telemetry.registry, service)
     app = QuartTrio("wabot")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

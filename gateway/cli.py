@@ -11,18 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
 import trio
 
-from actors.settings import Settings, SettingsError, unknown_variables
+from actors.settings import Settings, SettingsError
 from gateway import logs
 
 log = logging.getLogger("wabot")
@@ -30,46 +29,16 @@ log = logging.getLogger("wabot")
 
 def entry() -> NoReturn:
     """The console script: ``main``; a ``serve`` that stopped cleanly exits without teardown."""
-    if sys.argv[1:2] == ["serve"] and "PYTHONMALLOC" not in os.environ:
-        use_system_allocator()
     code = main()
     if code == 0 and _served_and_closed:
+        from gateway.tuning import exit_fast
+
         exit_fast(code)
     sys.exit(code)
 
 
-def use_system_allocator() -> NoReturn:
-    """Re-execute this process (same PID) with ``PYTHONMALLOC=malloc``.
-
-    CPython's own small-object allocator keeps a 1 MiB arena as long as one object in it
-    lives, so after each wave of customers' actors retires, RSS stays higher than before
-    (+5 MiB per 100k actors, round after round, with no object leaked). With the C library's
-    allocator, the memory watchdog's ``malloc_trim`` gives it all back and RSS after churn is
-    flat (bench/RESULTS.md). The price, measured: 5-9 % of ingest throughput while nearly
-    every webhook activates a new actor, nothing measurable otherwise. An operator who sets
-    ``PYTHONMALLOC`` keeps their choice.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    env = {**os.environ, "PYTHONMALLOC": "malloc"}
-    os.execve(sys.executable, [sys.executable, "-m", "gateway.cli", *sys.argv[1:]], env)
-
-
-#: Set by ``serve`` once the server drained and closed everything (see ``exit_fast``).
+#: Set by ``serve`` once the server drained and closed everything (``tuning.exit_fast``).
 _served_and_closed = False
-
-
-def exit_fast(code: int) -> NoReturn:
-    """Flush the logs and standard streams, then exit without the interpreter's teardown.
-
-    Only once everything is closed (the store's final snapshot fsynced, sockets closed):
-    tearing down the heap of 10k live actors took a second after the drain had finished
-    (bench/RESULTS.md, drain), time a deploy spends waiting for nothing.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 DESCRIPTION = (
@@ -132,13 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"wabot: configuration error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(
-        production=settings.production,
-        level=settings.log_level,
-        secrets=logs.secrets_of(settings),
-    )
-    for line in unknown_variables():
-        log.warning("%s", line)
+    logs.configure_for(settings)
     if args.command == "serve":
         return serve(settings)
     if args.command == "say":
@@ -155,53 +118,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
-    if settings.production and settings.sandbox:
-        names = ", ".join(settings.missing_credentials())
-        print(
-            f"wabot: WABOT_ENV=production but {names} not set; refusing to start: set them in "
-            "the environment or in .env",
-            file=sys.stderr,
-        )
-        return 2
-    if settings.production and not settings.webhook_secret:
-        print(
-            "wabot: WABOT_ENV=production requires WABOT_WEBHOOK_SECRET; set it to the value of "
-            "the X-Webhook-Secret header configured on the Whapi webhook",
-            file=sys.stderr,
-        )
-        return 2
-    from gateway.gcpace import stop_collecting_for_exit
-    from gateway.server import run_server
-    from gateway.service import StartupError
-    from store import DataDirLocked, StoreCorrupt
-
-    async def watch(signals: AsyncIterator[int], stop: trio.Event) -> None:
-        # Every signal is consumed, not only the first: trio re-raises the ones still queued
-        # when the receiver closes, and a second SIGTERM (``make`` forwards the one its
-        # process group got) would then kill a server that drained cleanly.
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if stop.is_set():
-                log.info("received %s again; already draining", name)
-            else:
-                log.info("received %s", name)
-                stop_collecting_for_exit()
-                stop.set()
-
-    async def main_task() -> None:
-        stop = trio.Event()
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch, signals, stop)
-                await run_server(settings, stop=stop)
-                nursery.cancel_scope.cancel()
+    """``gateway.server.run_server`` until SIGTERM or SIGINT has drained it; 2 if it cannot
+    start (each problem one line on stderr)."""
+    from gateway.server import STARTUP_PROBLEMS, problems_of, run_server
 
     refused: list[BaseException] = []
     try:
-        trio.run(main_task)
-    except* (DataDirLocked, StoreCorrupt, StartupError) as group:
+        trio.run(partial(run_server, settings, handle_signals=True))
+    except* STARTUP_PROBLEMS as group:
         # ``return`` is not allowed inside ``except*``: collect, then answer below.
-        refused.extend(_leaves(group))
+        refused.extend(problems_of(group))
     finally:
         # Drained and closed: a late signal must not turn exit 0 into death by signal.
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -214,12 +140,6 @@ def serve(settings: Settings) -> int:
     global _served_and_closed
     _served_and_closed = True
     return 0
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]
 
 
 def find_sandbox(data_dir: Path, start: Path | None = None) -> Path | None:

@@ -9,7 +9,8 @@ defence behind code that never logs them on purpose. Message text is logged at D
 The HTTP and SDK libraries (httpx, httpx2, httpcore, httpcore2, hpack, openai) log every
 request and frame at DEBUG and INFO: they are held at WARNING (``library_level``) whatever the
 root level, so DEBUG shows wabot's own lines. hypercorn keeps INFO (its start line and the
-access log) but never goes below the root level. The access log's request is structured:
+access log) but never goes below the root level, even after hypercorn resets its loggers' levels
+when it starts serving. The access log's request is structured:
 ``method``, ``path`` (no query string), ``status``, ``duration_ms``, ``bytes`` and ``client``
 are fields of the record (JSON keys in production). A 401 is logged once, by the code that
 refused it, saying what was refused and why (``log_refusal``); hypercorn's access line for it
@@ -23,7 +24,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from actors import logcontext
 
@@ -61,12 +62,26 @@ class ContextFilter(logging.Filter):
         return True
 
 
+#: Request headers whose values never stay in an access record's atoms (lower case, as
+#: hypercorn keys them; ``x-webhook-secret`` is ``gateway.app.SECRET_HEADER``).
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-webhook-secret"})
+
+
+class _Atoms(dict[str, Any]):
+    """Access-log atoms without secrets: like hypercorn's, a missing atom formats as ``-``."""
+
+    def __missing__(self, key: str) -> str:
+        return "-"
+
+
 class AccessFields(logging.Filter):
     """Copies hypercorn's access-log atoms into fields; drops 401s (``log_refusal`` logs them).
 
     hypercorn logs each request as ``access_log_format % atoms``, with the atoms (a mapping)
     as the record's ``args``; the format stays the message and the atoms become ``method``,
-    ``path``, ``status``, ``duration_ms``, ``bytes`` and ``client``.
+    ``path``, ``status``, ``duration_ms``, ``bytes`` and ``client``. hypercorn's atoms also
+    hold every request header and every environment variable (credentials included): the
+    record keeps only the others, whatever handler sees it. Installed on the access logger.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -76,6 +91,11 @@ class AccessFields(logging.Filter):
         status = _int_or_none(atoms.get("s"))
         if status == 401:
             return False
+        record.args = _Atoms(
+            (key, value)
+            for key, value in atoms.items()
+            if not key.endswith("}e") and key.removesuffix("}i").lstrip("{") not in _SECRET_HEADERS
+        )
         record.method = atoms.get("m")
         record.path = atoms.get("U")
         record.status = status
@@ -177,6 +197,30 @@ class TextFormatter(logging.Formatter):
             del record.context
 
 
+class _HypercornFloor(logging.Filter):
+    """Drops hypercorn's records under ``level``: hypercorn sets its loggers' levels from its
+    own configuration when it starts serving, after ``configure`` set them."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level or not record.name.startswith("hypercorn.")
+
+
+def configure_for(settings: Settings) -> None:
+    """``configure`` as the settings say, then one warning per ``WABOT_*`` variable that is no
+    setting (with the closest setting's name)."""
+    from actors.settings import unknown_variables
+
+    configure(
+        production=settings.production, level=settings.log_level, secrets=secrets_of(settings)
+    )
+    for line in unknown_variables():
+        logging.getLogger("wabot").warning("%s", line)
+
+
 def configure(
     *,
     production: bool,
@@ -188,12 +232,16 @@ def configure(
     redactor = _Redactor(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(redactor) if production else TextFormatter(redactor))
-    handler.addFilter(ContextFilter())
-    handler.addFilter(AccessFields())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
     root.setLevel(level.upper())
     floor = root.level
+    handler.addFilter(ContextFilter())
+    handler.addFilter(_HypercornFloor(max(floor, logging.INFO)))
+    root.handlers[:] = [handler]
+    access = logging.getLogger(ACCESS_LOGGER)
+    for old in [f for f in access.filters if isinstance(f, AccessFields)]:
+        access.removeFilter(old)
+    access.addFilter(AccessFields())
     libraries = logging.getLevelName(library_level.upper())
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(floor, libraries))

@@ -221,8 +221,8 @@ class ServiceCollector(Collector):
         )
         yield CounterMetricFamily(
             "wabot_memory_trims",
-            "Times freed memory was given back to the OS after actors retired",
-            value=watchdog.trims,
+            "Times freed memory was given back to the OS",
+            value=service.trimmer.trims,
         )
         yield GaugeMetricFamily(
             "wabot_memory_pressure",

@@ -1,15 +1,28 @@
-"""Serving wabot: hypercorn's trio worker in-process, the sandbox when credentials are missing.
+"""Serving wabot: the one path of ``wabot serve`` and of the hypercorn command.
 
-``run_server`` is what ``wabot serve`` runs: it binds the listener first (a busy port is
-reported before anything is loaded), then starts the service (store, actors). While the store
-loads (a large journal takes seconds), ``/healthz`` answers 200 so a liveness probe does not
-kill the starting process, while ``/readyz`` and webhooks answer 503 (nothing is acknowledged
-before it can be journaled); "listening on URL" is logged once the service is ready. On
-``stop`` it drains in the order an operator expects — readiness 503 and webhooks 503 at once
-while the listener stays up, in-flight turns finish within ``WABOT_DRAIN_SECONDS``, then the
-listener closes and the store flushes. Without credentials the loopback fakes of Whapi and
-OpenAI run in the same nursery and a banner says so. In production each request is logged
-by hypercorn's access log, in the format of ``hypercorn.toml``.
+Both serve the app a ``Shell`` builds (``POST /hook`` in front of the Quart routes, the
+service started and closed by the ASGI lifespan) on hypercorn's trio worker, with the settings
+of ``hypercorn.toml``; ``wabot serve`` reads the same file and binds ``HOST``:``PORT``
+instead of its ``bind``. What a start needs is written here once:
+
+- ``check_can_serve``: production has credentials and a webhook secret (never the sandbox),
+  the data directory is usable; a problem is a ``StartupError`` (one line, exit status 2);
+- the sandbox: without credentials the loopback fakes of Whapi and OpenAI start before the
+  service, and once it is ready a banner says so and ``wabot say`` finds it (marker file);
+- the store loads after the listener is up: ``/healthz`` answers 200 while ``/readyz`` and
+  webhooks answer 503 (nothing is acknowledged before it can be journaled); a service that
+  cannot start (store locked or corrupt, data directory unusable) ends the serving with its
+  problems;
+- the drain: on SIGTERM (and, for ``wabot serve``, SIGINT) readiness and webhooks answer 503
+  at once while the listener stays up, in-flight turns finish within ``WABOT_DRAIN_SECONDS``,
+  then the server is told to stop; the listener closes (open requests get
+  ``graceful_timeout``) and the lifespan shutdown closes the service, whose store flushes and
+  writes its final snapshot.
+
+``run_server`` is ``wabot serve``: it binds first (a busy port is reported before anything
+is loaded), then runs the same worker function hypercorn's command runs, on those sockets,
+until ``stop`` is set or a signal arrives. ``gateway.asgi.create_app`` is the hypercorn
+command's factory around the same ``Shell``.
 """
 
 from __future__ import annotations
@@ -18,6 +31,8 @@ import errno
 import json
 import logging
 import secrets
+import signal
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,15 +40,24 @@ from typing import Any
 import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import repr_socket_addr, wrap_app
 
 from actors.settings import Settings
-from gateway.app import SECRET_HEADER, create_app
+from gateway import tuning
+from gateway.app import SECRET_HEADER, create_quart_app
 from gateway.hook import HookEndpoint
 from gateway.service import BehaviorWrapper, Service, StartupError, check_data_dir
+from store import DataDirLocked, StoreCorrupt
 from store.fileio import FileIO
 
 log = logging.getLogger("gateway.server")
+
+#: The hypercorn settings of both commands (``hypercorn --config hypercorn.toml``).
+HYPERCORN_TOML = Path(__file__).resolve().parents[1] / "hypercorn.toml"
+#: Problems that stop a start with one line each and exit status 2.
+STARTUP_PROBLEMS = (DataDirLocked, StoreCorrupt, StartupError)
 
 SANDBOX_FILE = "sandbox.json"
 #: The sandbox's fake OpenAI keeps its conversations here, so a restart keeps them as OpenAI would.
@@ -48,23 +72,36 @@ SANDBOX_BANNER = """
 """
 
 
-#: The access log line (hypercorn atoms): client, request line, status, bytes, seconds.
-ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
-
-
-def hypercorn_config(settings: Settings) -> HypercornConfig:
-    config = HypercornConfig()
+def hypercorn_config(settings: Settings, path: Path = HYPERCORN_TOML) -> HypercornConfig:
+    """``hypercorn.toml`` as hypercorn's command reads it, listening on ``HOST``:``PORT``."""
+    try:
+        config = HypercornConfig.from_toml(path)
+    except OSError as exc:
+        raise StartupError(f"cannot read the hypercorn settings {path}: {exc.strerror}") from exc
     config.bind = [f"{settings.host}:{settings.port}"]
-    config.graceful_timeout = settings.http_graceful_seconds
-    config.read_timeout = int(max(1, settings.http_read_timeout_seconds))
-    config.keep_alive_timeout = settings.http_keep_alive_seconds
-    config.h11_max_incomplete_size = 16 * 1024
-    # Production logs each request as hypercorn.toml does (JSON fields: gateway.logs).
-    config.accesslog = logging.getLogger("hypercorn.access") if settings.production else None
-    config.access_log_format = ACCESS_LOG_FORMAT
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.workers = 1
     return config
+
+
+def check_can_serve(settings: Settings) -> None:
+    """``StartupError`` when production lacks what it needs or the data directory is unusable."""
+    if settings.production and settings.sandbox:
+        raise StartupError(
+            f"WABOT_ENV=production but {', '.join(settings.missing_credentials())} not set; "
+            "refusing to start: set them in the environment or in .env"
+        )
+    if settings.production and not settings.webhook_secret:
+        raise StartupError(
+            "WABOT_ENV=production requires WABOT_WEBHOOK_SECRET; set it to the value of the "
+            "X-Webhook-Secret header configured on the Whapi webhook"
+        )
+    check_data_dir(settings.data_dir)  # before the sandbox, which keeps a file there too
+
+
+def problems_of(error: BaseException) -> list[BaseException]:
+    """The leaves of an exception group (or the one error)."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in problems_of(inner)]
+    return [error]
 
 
 @attrs.frozen
@@ -76,86 +113,263 @@ class Running:
     sandbox: Any = None
 
 
+class Shell:
+    """One serving of wabot: the service, the sandbox fakes without credentials, the drain.
+
+    ``url`` is where the server listens when the caller knows it (``wabot serve`` binds
+    itself; hypercorn's command does not tell the app). ``on_failure`` is called with the
+    problems of a service that cannot start (``STARTUP_PROBLEMS``) or with the error of one
+    that failed while serving; the service is closed by then. On the first of ``signals``
+    the shell drains, then awaits ``stop_server``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_failure: Callable[[list[BaseException]], None],
+        signals: tuple[signal.Signals, ...] = (),
+        stop_server: Callable[[], Awaitable[None]] | None = None,
+        url: str | None = None,
+        wrap_behavior: BehaviorWrapper | None = None,
+        file_io: FileIO | None = None,
+    ) -> None:
+        self.service = Service(settings, wrap_behavior=wrap_behavior, file_io=file_io)
+        self.url = url
+        self.on_failure = on_failure
+        self.signals = signals
+        self.stop_server = stop_server
+        self.sandbox: Any = None
+        #: Set once the service is ready, or once ``on_failure`` was called.
+        self.settled = trio.Event()
+        self._started = False
+        self._missing: list[str] = []
+        self._marker: Path | None = None
+
+    def app(self) -> HookEndpoint:
+        """The ASGI app: ``POST /hook`` and the Quart routes; its lifespan runs the service."""
+        service = self.service
+        app = create_quart_app(service)
+        # quart-trio cancels its background nursery this long after the lifespan shutdown
+        # starts (at once if None): past the drain, so the service closes in its own time.
+        app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = service.settings.drain_seconds + 15
+
+        @app.before_serving
+        async def start_service() -> None:
+            await app.nursery.start(self.run)
+
+        @app.after_serving
+        async def close_service() -> None:
+            await self.close()
+
+        return HookEndpoint(service, app)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The sandbox fakes (without credentials) and the service, until the service closes.
+
+        Reports started before the store loads, so that the listener answers meanwhile.
+        """
+        try:
+            await self._run(task_status)
+        except Exception as error:  # reported to on_failure, which ends the serving
+            log.critical("the service failed", exc_info=error)
+            self._fail([error])
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        service = self.service
+        async with trio.open_nursery() as nursery:
+            if self.signals:
+                await nursery.start(self._drain_on_signals)
+            if service.settings.sandbox:
+                await self._start_sandbox(nursery)
+            task_status.started()
+            if self.url:
+                log.info(
+                    "accepting connections on %s while the store loads: /healthz answers, "
+                    "/readyz and webhooks answer 503 until it is ready",
+                    self.url,
+                )
+            else:
+                log.info(
+                    "loading the store: /healthz answers, /readyz and webhooks 503 until ready"
+                )
+            refused: list[BaseException] = []
+            self._started = True
+            try:
+                await nursery.start(service.run)
+            except* STARTUP_PROBLEMS as group:
+                refused.extend(problems_of(group))
+            if refused:
+                self._fail(refused)
+                nursery.cancel_scope.cancel()
+                return
+            if self.url:
+                log.info("listening on %s (ready: the store is loaded)", self.url)
+            else:
+                log.info("ready: the store is loaded")
+            self._announce_sandbox()
+            self.settled.set()
+            await service.finished.wait()
+            nursery.cancel_scope.cancel()  # the signal watcher and the sandbox fakes
+
+    def _fail(self, problems: list[BaseException]) -> None:
+        self.on_failure(problems)
+        self.settled.set()
+
+    async def _start_sandbox(self, nursery: trio.Nursery) -> None:
+        from sandbox.run import run_sandbox
+
+        settings = self.service.settings
+        self._missing = settings.missing_credentials()
+        whapi_token = settings.whapi_token or f"sandbox-{secrets.token_hex(8)}"
+        openai_key = settings.openai_api_key or f"sandbox-{secrets.token_hex(8)}"
+        self.sandbox = await nursery.start(
+            partial(
+                run_sandbox,
+                whapi_token=whapi_token,
+                openai_key=openai_key,
+                openai_state_file=settings.data_dir / SANDBOX_OPENAI_FILE,
+            )
+        )
+        self.service.settings = attrs.evolve(
+            settings,
+            whapi_token=whapi_token,
+            openai_api_key=openai_key,
+            whapi_api_url=self.sandbox.whapi_url,
+            openai_base_url=self.sandbox.openai_url,
+        )
+
+    def _announce_sandbox(self) -> None:
+        """Echo webhooks to the bot, the marker ``wabot say`` looks for, and the banner."""
+        if self.sandbox is None:
+            return
+        settings = self.service.settings
+        if self.url:
+            self.sandbox.whapi.webhook_url = f"{self.url}/hook"
+            if settings.webhook_secret:
+                self.sandbox.whapi.webhook_headers = {SECRET_HEADER: settings.webhook_secret}
+            self._marker = settings.data_dir / SANDBOX_FILE
+            self._marker.write_text(
+                json.dumps({"hook_url": f"{self.url}/hook", "whapi_url": self.sandbox.whapi_url})
+            )
+        print(SANDBOX_BANNER.format(missing=" and ".join(self._missing)), flush=True)
+
+    async def drain(self) -> None:
+        """Readiness and webhooks 503 at once; in-flight turns finish (``Service.drain``)."""
+        if self._marker is not None:
+            self._marker.unlink(missing_ok=True)
+            self._marker = None
+        await self.service.drain()
+
+    async def close(self) -> None:
+        """After the listener closed: drain (if no signal did), then close the service."""
+        if not self._started:
+            return
+        await self.drain()
+        self.service.stop()
+        await self.service.finished.wait()
+
+    async def _drain_on_signals(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """On the first signal: drain while the listener answers 503, then stop the server."""
+        with trio.open_signal_receiver(*self.signals) as received:
+            task_status.started()
+            async for signum in received:
+                name = signal.Signals(signum).name
+                if self.service.draining:
+                    # Consumed, not left queued: trio re-raises queued signals when the
+                    # receiver closes, and that would kill a process that drains or drained.
+                    log.info("received %s again; already draining", name)
+                    continue
+                log.info("received %s", name)
+                tuning.stop_collecting_for_exit()
+                await self.drain()
+                if self.stop_server is not None:
+                    await self.stop_server()
+
+
 async def run_server(
     settings: Settings,
     *,
-    stop: trio.Event,
+    stop: trio.Event | None = None,
+    handle_signals: bool = False,
+    config: HypercornConfig | None = None,
     wrap_behavior: BehaviorWrapper | None = None,
     file_io: FileIO | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until ``stop`` is set, then drain and return."""
-    missing = settings.missing_credentials()
-    check_data_dir(settings.data_dir)  # before the sandbox, which keeps a file there too
-    async with trio.open_nursery() as outer:
-        sandbox = None
-        if settings.sandbox:
-            from sandbox.run import run_sandbox
+    """Serve until ``stop`` is set (or, with ``handle_signals``, SIGTERM or SIGINT arrives),
+    then drain and return once the store is closed.
 
-            whapi_token = settings.whapi_token or f"sandbox-{secrets.token_hex(8)}"
-            openai_key = settings.openai_api_key or f"sandbox-{secrets.token_hex(8)}"
-            sandbox = await outer.start(
-                partial(
-                    run_sandbox,
-                    whapi_token=whapi_token,
-                    openai_key=openai_key,
-                    openai_state_file=settings.data_dir / SANDBOX_OPENAI_FILE,
+    ``config`` defaults to ``hypercorn_config(settings)``. A start-up problem, or an error of
+    the service while serving, is raised in an exception group once everything is closed.
+    """
+    check_can_serve(settings)
+    config = config or hypercorn_config(settings)
+    sockets = _listen(config, settings)
+    stop = stop if stop is not None else trio.Event()
+    failures: list[BaseException] = []
+
+    def on_failure(problems: list[BaseException]) -> None:
+        failures.extend(problems)
+        stop.set()
+
+    async def stop_server() -> None:
+        stop.set()
+
+    shell = Shell(
+        settings,
+        on_failure=on_failure,
+        signals=(signal.SIGTERM, signal.SIGINT) if handle_signals else (),
+        stop_server=stop_server,
+        url=_loopback(repr_socket_addr(*_address(sockets))),
+        wrap_behavior=wrap_behavior,
+        file_io=file_io,
+    )
+    app = wrap_app(shell.app(), config.wsgi_max_body_size, "asgi")
+    listener_closing = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(
+                worker_serve, app, config, sockets=sockets, shutdown_trigger=listener_closing.wait
+            )
+        )
+        await shell.settled.wait()
+        try:
+            if not failures:
+                assert shell.url is not None
+                task_status.started(
+                    Running(url=shell.url, service=shell.service, sandbox=shell.sandbox)
                 )
-            )
-            settings = attrs.evolve(
-                settings,
-                whapi_token=whapi_token,
-                openai_api_key=openai_key,
-                whapi_api_url=sandbox.whapi_url,
-                openai_base_url=sandbox.openai_url,
-            )
-        async with trio.open_nursery() as inner:
-            service = Service(settings, wrap_behavior=wrap_behavior, file_io=file_io)
-            http_stop = trio.Event()
-            try:
-                binds = await inner.start(
-                    partial(
-                        hypercorn_serve,
-                        HookEndpoint(service, create_app(service)),
-                        hypercorn_config(settings),
-                        shutdown_trigger=http_stop.wait,
-                    )
-                )
-            except* OSError as group:
-                raise _listen_error(settings, group) from None
-            url = _loopback(binds[0])
-            log.info(
-                "accepting connections on %s while the store loads: /healthz answers, "
-                "/readyz and webhooks answer 503 until it is ready",
-                url,
-            )
-            await inner.start(service.run)
-            log.info("listening on %s (ready: the store is loaded)", url)
-            marker = settings.data_dir / SANDBOX_FILE
-            if sandbox is not None:
-                sandbox.whapi.webhook_url = f"{url}/hook"
-                if settings.webhook_secret:
-                    sandbox.whapi.webhook_headers = {SECRET_HEADER: settings.webhook_secret}
-                _write_marker(marker, url, sandbox)
-                print(SANDBOX_BANNER.format(missing=" and ".join(missing)), flush=True)
-            task_status.started(Running(url=url, service=service, sandbox=sandbox))
-            try:
-                await stop.wait()
-            finally:
-                with trio.CancelScope(shield=True):
-                    marker.unlink(missing_ok=True)
-                    log.info("stopping: draining in-flight turns")
-                    await service.drain()
-                    http_stop.set()
-                    service.stop()
-        outer.cancel_scope.cancel()
+            await stop.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                log.info("stopping: draining in-flight turns")
+                await shell.drain()
+                listener_closing.set()
+    if failures:
+        raise BaseExceptionGroup("wabot cannot serve", failures)
 
 
-def _listen_error(settings: Settings, group: BaseExceptionGroup[OSError]) -> StartupError:
+def _listen(config: HypercornConfig, settings: Settings) -> Sockets:
+    """hypercorn's sockets, bound and listening; ``StartupError`` when they cannot be."""
+    try:
+        sockets = config.create_sockets()
+    except OSError as error:
+        raise _listen_error(settings, error) from None
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+    return sockets
+
+
+def _address(sockets: Sockets) -> tuple[int, Any]:
+    sock = (sockets.insecure_sockets or sockets.secure_sockets)[0]
+    return sock.family, sock.getsockname()
+
+
+def _listen_error(settings: Settings, error: OSError) -> StartupError:
     """One line for a listener that cannot be opened (in use, no permission, no such host)."""
-    error = group.exceptions[0]
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
     where = f"{settings.host}:{settings.port}"
     reason = error.strerror or str(error)
     if error.errno == errno.EADDRINUSE:
@@ -168,9 +382,5 @@ def _listen_error(settings: Settings, group: BaseExceptionGroup[OSError]) -> Sta
 
 
 def _loopback(bind: str) -> str:
-    return bind.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://127.0.0.1:")
-
-
-def _write_marker(path: Path, url: str, sandbox: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"hook_url": f"{url}/hook", "whapi_url": sandbox.whapi_url}))
+    host_port = bind.replace("0.0.0.0:", "127.0.0.1:", 1).replace("[::]:", "127.0.0.1:", 1)
+    return f"http://{host_port}"

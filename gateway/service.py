@@ -14,7 +14,6 @@ so the listener may already be up (liveness answers) while the store loads.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 from collections.abc import Callable
@@ -31,9 +30,8 @@ from actors.settings import Settings
 from actors.telemetry import Telemetry
 from actors.user import UserActor, UserDeps
 from actors.voice import check_audio_models_at_start
+from gateway import tuning
 from gateway.gateway import Gateway
-from gateway.gcpace import FullCollectionPacer
-from gateway.metrics import register_collectors
 from gateway.parse import parse_message
 from gateway.watchdog import MemoryWatchdog
 from store import Store, StoreConfig, open_store
@@ -118,14 +116,15 @@ class Service:
         self.telemetry = Telemetry()
         #: Requests the app refused before they reached the gateway, by reason.
         self.http_rejections: dict[str, int] = {}
+        self.trimmer = tuning.MemoryTrimmer()
         self.watchdog = MemoryWatchdog(
             self,
             soft_bytes=int(settings.memory_soft_mb * 2**20),
             hard_bytes=int(settings.memory_hard_mb * 2**20),
             interval=settings.memory_check_seconds,
+            trimmer=self.trimmer,
         )
-        self.gc_pacer = FullCollectionPacer(settings.gc_full_interval_seconds)
-        register_collectors(self.telemetry.registry, self)
+        self.gc_pacer = tuning.FullCollectionPacer(settings.gc_full_interval_seconds)
         self._draining = False
         self._drain_deadline: float | None = None
         self._drain_started = False
@@ -199,16 +198,17 @@ class Service:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
             nursery.start_soon(self.watchdog.run)
+            nursery.start_soon(self.trimmer.run)
             nursery.start_soon(self.gc_pacer.run)
             self.store, self.supervisor = store, supervisor
             self.gateway = Gateway(self.settings, store, supervisor, self.telemetry)
             self.gateway.recover()
             self.started_at = trio.current_time()
-            freeze_startup_heap()
+            tuning.freeze_startup_heap()
             task_status.started(self)
             await self._stop.wait()
             await self.drain()
-            nursery.cancel_scope.cancel()  # the supervisor's leftovers, the watchdog, the pacer
+            nursery.cancel_scope.cancel()  # the supervisor's leftovers and the tuning tasks
         log.info("actors stopped; flushing the store")
 
     def reject(self, reason: str) -> None:
@@ -246,14 +246,3 @@ class Service:
         """Drain, then close everything (``run`` returns)."""
         self.begin_drain()
         self._stop.set()
-
-
-def freeze_startup_heap() -> None:
-    """Move what startup allocated (modules, the SDKs' models, loaded records) out of the GC.
-
-    A full collection walks every tracked object: with the startup heap in it, one took 70 ms
-    in the middle of a turn (bench/RESULTS.md, turn overhead). Frozen objects are still freed
-    by reference counting; only the cycle collector stops scanning them.
-    """
-    gc.collect()
-    gc.freeze()

@@ -14,10 +14,11 @@ from typing import Any
 import attrs
 import httpx
 import trio
+from hypercorn.config import Config as HypercornConfig
 
 from actors.settings import Settings
 from gateway.app import SECRET_HEADER
-from gateway.server import Running, run_server
+from gateway.server import Running, hypercorn_config, run_server
 from gateway.service import BehaviorWrapper
 from sandbox.openai import FakeOpenAI
 from sandbox.whapi import FakeWhapi
@@ -43,7 +44,6 @@ FAST = {
     "openai_timeout_seconds": 3.0,
     "turn_timeout_seconds": 10.0,
     "drain_seconds": 5.0,
-    "http_graceful_seconds": 0.2,
     "typing_delay_seconds": 0.0,
 }
 
@@ -109,15 +109,32 @@ class Bot:
         return await self.http.post(f"{self.url}/hook", json=body, headers=headers)
 
 
+def fast_config(settings: Settings, **overrides: Any) -> HypercornConfig:
+    """hypercorn.toml's settings for an in-process bot, with a short graceful timeout."""
+    config = hypercorn_config(settings)
+    config.graceful_timeout = 0.2
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
+
+
 @asynccontextmanager
 async def open_bot(
-    fakes: Fakes, settings: Settings, *, wrap_behavior: BehaviorWrapper | None = None
+    fakes: Fakes,
+    settings: Settings,
+    *,
+    wrap_behavior: BehaviorWrapper | None = None,
+    config: HypercornConfig | None = None,
 ) -> AsyncIterator[Bot]:
     stop = trio.Event()
     async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as http:
         running = await nursery.start(
             lambda task_status: run_server(
-                settings, stop=stop, wrap_behavior=wrap_behavior, task_status=task_status
+                settings,
+                stop=stop,
+                config=config or fast_config(settings),
+                wrap_behavior=wrap_behavior,
+                task_status=task_status,
             )
         )
         fakes.whapi.webhook_url = f"{running.url}/hook"

@@ -104,7 +104,7 @@ def hypercorn_command(port: int) -> tuple[str, ...]:
         str(REPO / "hypercorn.toml"),
         "-b",
         f"127.0.0.1:{port}",
-        "gateway.asgi:app",
+        "gateway.asgi:create_app()",
     )
 
 

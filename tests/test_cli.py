@@ -144,6 +144,11 @@ async def test_sigterm_to_make_run_process_group_drains_the_server(tmp_path: Pat
     )
     async with open_fakes() as fakes:
         async with open_bot_process(fakes, tmp_path / "data", command=command) as bot:
+            # The recipe execs the server with the allocator the Makefile's run target names.
+            pid = bot.process.pid
+            (server,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            environ = Path(f"/proc/{server}/environ").read_bytes().split(b"\0")
+            assert b"PYTHONMALLOC=malloc" in environ
             fakes.openai.faults.delay("/v1/responses$", 1.0, times=1)
             assert (
                 await bot.post(payloads.webhook([payloads.text_message(USER, "hola")]))

@@ -19,9 +19,10 @@ import pytest
 import trio
 
 from actors.logcontext import bind
+from actors.settings import Settings
 from gateway import logs
 from gateway.logs import ContextFilter, JsonFormatter, TextFormatter, _Redactor
-from gateway.server import ACCESS_LOG_FORMAT
+from gateway.server import hypercorn_config
 from sandbox import payloads
 from tests.harness import OPENAI_KEY, SECRET, WHAPI_TOKEN, open_fakes
 from tests.process import (
@@ -136,7 +137,12 @@ def test_access_log_atoms_become_fields_and_its_401_lines_are_dropped() -> None:
         return made
 
     ok = record("200")
+    ok.args = {**ok.args, "{x-webhook-secret}i": "s3cret", "{whapi_token}e": "t0ken"}  # type: ignore[dict-item]
+    ok.args["{user-agent}i"] = "curl"  # type: ignore[index]
     assert access.filter(ok)
+    # hypercorn's atoms hold every header and environment variable: the secrets do not stay.
+    assert "s3cret" not in str(ok.args) and "t0ken" not in str(ok.args)
+    assert ok.args["{user-agent}i"] == "curl" and ok.args["{referer}i"] == "-"  # type: ignore[index]
     line = json.loads(JsonFormatter(_Redactor([])).format(ok))
     assert {k: line[k] for k in ("method", "path", "status", "duration_ms", "bytes")} == {
         "method": "GET",
@@ -153,7 +159,9 @@ def test_access_log_atoms_become_fields_and_its_401_lines_are_dropped() -> None:
 
 def test_wabot_serve_logs_requests_in_the_format_of_hypercorn_toml() -> None:
     config = tomllib.loads((REPO / "hypercorn.toml").read_text())
-    assert config["access_log_format"] == ACCESS_LOG_FORMAT
+    served = hypercorn_config(Settings())
+    assert served.access_log_format == config["access_log_format"]
+    assert served.accesslog == config["accesslog"] == "-"
 
 
 async def run_session(bot: BotProcess, fakes: object) -> None:

@@ -1,4 +1,5 @@
-"""The full-collection pacer: holds automatic full GCs back for an interval, then restores."""
+"""Process-wide tuning (``gateway.tuning``): the full-collection pacer holds automatic full GCs
+back for an interval, then restores; the trimmer gives freed C memory back periodically."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import gc
 import trio
 import trio.testing
 
-from gateway.gcpace import FullCollectionPacer, stop_collecting_for_exit
+from gateway.tuning import (
+    FullCollectionPacer,
+    MemoryTrimmer,
+    release_free_memory,
+    stop_collecting_for_exit,
+)
 
 
 async def test_a_full_collection_holds_the_next_automatic_one_for_the_interval() -> None:
@@ -64,3 +70,14 @@ async def test_told_to_stop_the_process_collects_no_more_even_when_the_pacer_lea
         assert not gc.isenabled(), "restoring the thresholds must not switch collection on"
     finally:
         gc.enable()
+
+
+async def test_freed_memory_is_given_back_every_interval() -> None:
+    trimmer = MemoryTrimmer(interval=0.05)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trimmer.run)
+        with trio.fail_after(5):
+            while trimmer.trims < 2 and release_free_memory():
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert trimmer.trims >= 2 if release_free_memory() else trimmer.trims == 0

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from gateway.watchdog import MemoryWatchdog, release_free_memory
+from gateway.tuning import MemoryTrimmer, release_free_memory
+from gateway.watchdog import MemoryWatchdog
 from sandbox import payloads
 from tests.harness import make_settings, open_bot, open_fakes, wait_until
 from tests.test_metrics import scrape, value
@@ -60,94 +61,55 @@ async def test_low_soft_limit_passivates_idle_actors(
     assert len(warnings) <= 4
 
 
-class _Live:
-    """Stands in for the supervisor: only its number of live actors matters here."""
+class _Supervisor:
+    """Stands in for the supervisor: idle actors to passivate, nothing else."""
 
-    def __init__(self) -> None:
-        self.count = 0
+    def __init__(self, idle: int) -> None:
+        self.idle = idle
 
     def __len__(self) -> int:
-        return self.count
+        return self.idle
+
+    def retire_idle(self, limit: int | None = None) -> int:
+        count = self.idle if limit is None else min(limit, self.idle)
+        self.idle -= count
+        return count
 
 
 class _Service:
-    def __init__(self) -> None:
-        self.supervisor = _Live()
+    def __init__(self, idle: int) -> None:
+        self.supervisor = _Supervisor(idle)
         self.gateway = None
         self.deps = None
 
 
-async def test_freed_memory_is_given_back_once_many_actors_have_retired() -> None:
-    service = _Service()
+async def test_passivating_gives_the_freed_memory_back_at_once() -> None:
+    """Not at the next periodic trim: over the limit, memory is what is short."""
+    service = _Service(idle=100)
+    trimmer = MemoryTrimmer(interval=3600)
     watchdog = MemoryWatchdog(
-        service,  # type: ignore[arg-type]
-        soft_bytes=0,
+        service,
+        soft_bytes=2**20,
         hard_bytes=0,
         interval=0.01,
+        trimmer=trimmer,
         measure=lambda: 100 * 2**20,
     )
-    live = service.supervisor
-    live.count = 8_000
-    assert not watchdog.trim_due()  # the peak is recorded
-    live.count = 7_000
-    assert not watchdog.trim_due(), "1 000 of 8 000 is not a quarter of the peak"
-    live.count = 5_900
-    assert watchdog.trim_due()
-    await watchdog.trim()
-    assert watchdog.trims == (1 if release_free_memory() else 0)
-    assert not watchdog.trim_due(), "the peak restarts from the actors still live"
-    live.count = 400
-    assert watchdog.trim_due()
-    live.count, fresh = (
-        900,
-        MemoryWatchdog(
-            service,  # type: ignore[arg-type]
-            soft_bytes=0,
-            hard_bytes=0,
-            interval=0.01,
-        ),
-    )
-    assert not fresh.trim_due()
-    live.count = 0
-    assert not fresh.trim_due(), "fewer than 1 000 retired: not worth a trim"
-
-
-async def test_freed_memory_is_given_back_when_rss_creeps_up_in_steady_traffic() -> None:
-    """Few live actors, so none retire in numbers; RSS grows (the C heap keeps freed pages)."""
-    service = _Service()
-    service.supervisor.count = 200
-    rss = [100 * 2**20]
-    watchdog = MemoryWatchdog(
-        service,  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watchdog.run)
+        with trio.fail_after(5):
+            while service.supervisor.idle:
+                await trio.sleep(0.01)
+        await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert watchdog.passivated == 100 and watchdog.level == 1
+    assert trimmer.trims >= 1 if release_free_memory() else trimmer.trims == 0
+    quiet = MemoryWatchdog(
+        _Service(idle=0),
         soft_bytes=0,
         hard_bytes=0,
         interval=0.01,
-        measure=lambda: rss[0],
-        trim_growth_interval=0.2,
+        trimmer=(idle_trimmer := MemoryTrimmer(interval=3600)),
     )
-    watchdog.check()
-    assert not watchdog.trim_due()  # the first check is the baseline
-    await trio.sleep(0.25)
-    rss[0] += 7 * 2**20
-    watchdog.check()
-    assert not watchdog.trim_due(), "7 MiB is under both 8 MiB and 5 %"
-    rss[0] += 2 * 2**20
-    watchdog.check()
-    assert watchdog.trim_due()
-    await watchdog.trim()
-    assert watchdog.trims == (1 if release_free_memory() else 0)
-    rss[0] += 9 * 2**20
-    watchdog.check()
-    assert not watchdog.trim_due(), "grown again, but the last trim was just now"
-    await trio.sleep(0.25)
-    assert watchdog.trim_due()
-    # On a large heap the threshold is 5 %: 40 MiB of 1 GiB is not enough.
-    rss[0] = 2**30
-    await watchdog.trim()
-    rss[0] += 40 * 2**20
-    await trio.sleep(0.25)
-    watchdog.check()
-    assert not watchdog.trim_due()
-    rss[0] += 20 * 2**20
-    watchdog.check()
-    assert watchdog.trim_due()
+    assert quiet.check() == 0
+    assert idle_trimmer.trims == 0, "no limit, nothing passivated: no trim out of turn"
