@@ -311,18 +311,6 @@ class Settings:
         parse=_env_name,
     )
     max_body_bytes: int = server(4 * 1024 * 1024, "largest webhook body accepted (413 above)")
-    #: After the drain, open HTTP connections get this long to finish before they are closed.
-    http_graceful_seconds: float = server(
-        5.0, "after the drain, how long open HTTP connections may finish"
-    )
-    #: A client that sends nothing for this long is disconnected (slowloris).
-    http_read_timeout_seconds: float = server(
-        30.0, "a client that sends nothing for this long is cut", parse=_positive_seconds
-    )
-    #: An idle connection, or one trickling its request head, is closed after this.
-    http_keep_alive_seconds: float = server(
-        5.0, "idle keep-alive connections close after this", parse=_positive_seconds
-    )
     ignore_groups: bool = server(True, "ignore group chats (broadcasts and newsletters always are)")
 
     # Buffering (seconds).
@@ -467,7 +455,7 @@ class Settings:
     #: ~14 % of a turn's CPU; busier moments still open up to ``http_pool_size``.
     http_keepalive_size: int = upstream(8, "idle connections kept per upstream client")
     #: At most one automatic full garbage collection per this many seconds (0: CPython's own
-    #: pace). Their pause grows with the live actors; see gateway/gcpace.py.
+    #: pace). Their pause grows with the live actors; see gateway/tuning.py.
     gc_full_interval_seconds: float = runtime(30.0, "full garbage collections at most this often")
     #: A contact's presence subscription is renewed at a turn once older than this.
     presence_resubscribe_seconds: float = buffering(
