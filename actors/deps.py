@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from actors.budget import ModelBudget
 from actors.context import ChatInfoCache
 from actors.events import InboundMessage
 from actors.media import MediaFetcher
@@ -121,6 +122,13 @@ async def open_user_deps(
                 temp_files(settings).run, max(1.0, settings.tmp_max_age_seconds / 4)
             )
             nursery.start_soon(shelf.run, max(1.0, settings.audio_ttl_seconds / 4))
+            budget = ModelBudget(
+                requests_per_minute=settings.openai_requests_per_minute,
+                tokens_per_minute=settings.openai_tokens_per_minute,
+            )
+            await nursery.start(budget.run)
+            telemetry.budget_waiting.set_function(budget.waiting)
+            telemetry.budget_oldest_wait.set_function(budget.oldest_wait)
             yield UserDeps(
                 settings=settings,
                 store=store,
@@ -141,6 +149,7 @@ async def open_user_deps(
                 validator=validator,
                 telemetry=telemetry,
                 turn_slots=trio.Semaphore(settings.max_concurrent_turns),
+                budget=budget,
             )
             nursery.cancel_scope.cancel()
     finally:

@@ -109,6 +109,13 @@ def _patterns(name: str, raw: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
+def _optional_number(name: str, raw: str) -> float | None:
+    """A positive number, or nothing (``none``/``off``/empty)."""
+    if raw.strip().lower() in {"", "none", "off"}:
+        return None
+    return _number(float, minimum=0.0, allow_zero=False)(name, raw)
+
+
 def _chats(name: str, raw: str) -> frozenset[str]:
     return frozenset(item.split("@", 1)[0] for item in _list(name, raw))
 
@@ -433,6 +440,17 @@ class Settings:
         60.0, "deadline of one OpenAI request", parse=_positive_seconds
     )
     openai_max_attempts: int = upstream(3, "attempts of one OpenAI call (retryable failures only)")
+    #: The OpenAI project's rate limits; unset, they are learned from OpenAI's answers.
+    openai_requests_per_minute: float | None = upstream(
+        None,
+        "model requests per minute the project may make (empty: learned from OpenAI's headers)",
+        parse=lambda n, raw: _optional_number(n, raw),
+    )
+    openai_tokens_per_minute: float | None = upstream(
+        None,
+        "model tokens per minute the project may use (empty: learned from OpenAI's headers)",
+        parse=lambda n, raw: _optional_number(n, raw),
+    )
     whapi_timeout_seconds: float = upstream(
         15.0, "deadline of one Whapi request", parse=_positive_seconds
     )

@@ -9,7 +9,7 @@ services in one test process never mix their numbers.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -61,6 +61,23 @@ class Telemetry:
             "wabot_voice_fallbacks",
             "Voice replies sent as text instead because synthesis failed, by reason",
             ["reason"],
+            registry=r,
+        )
+        self.budget_wait_seconds = Histogram(
+            "wabot_model_budget_wait_seconds",
+            "Time a model call waited for the OpenAI rate-limit budget",
+            buckets=(0, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        #: Read from the budget at scrape time (``actors.deps`` sets their functions).
+        self.budget_waiting = Gauge(
+            "wabot_model_budget_waiting",
+            "Model calls waiting for the OpenAI rate-limit budget",
+            registry=r,
+        )
+        self.budget_oldest_wait = Gauge(
+            "wabot_model_budget_oldest_wait_seconds",
+            "How long the longest-waiting model call has waited for the budget",
             registry=r,
         )
         self.speech_seconds = Histogram(

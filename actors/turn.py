@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import attrs
@@ -63,6 +63,8 @@ class TurnState:
     tools: list[str] = attrs.Factory(list)
     parts_sent: int = 0
     voice_sent: bool = False
+    #: Since when its model call waits for the rate-limit budget (None: it does not).
+    waiting_since: datetime | None = None
 
 
 class TurnHost(Protocol):
@@ -305,18 +307,24 @@ class TurnRunner:
         tools: bool = True,
         resumed: bool = False,
     ) -> ModelReply:
-        started = trio.current_time()
-        try:
-            with self.deps.telemetry.model_seconds.time():
-                return await self.deps.model.respond(
-                    conversation_id=conversation_id,
-                    input_items=items,
-                    user_id=self.actor.key,
-                    tools=self.deps.tools.schemas() if tools else (),
-                    resumed=resumed,
-                )
-        finally:
-            self.turn.model_seconds += trio.current_time() - started
+        deps, turn = self.deps, self.turn
+        stage = turn.stage
+        turn.stage, turn.waiting_since = WAITING_FOR_BUDGET, utcnow()
+        async with deps.budget.slot(self.actor.key, estimated_tokens(items)) as slot:
+            turn.stage, turn.waiting_since = stage, None
+            deps.telemetry.budget_wait_seconds.observe(slot.waited)
+            started = trio.current_time()
+            try:
+                with deps.telemetry.model_seconds.time():
+                    return await deps.model.respond(
+                        conversation_id=conversation_id,
+                        input_items=items,
+                        user_id=self.actor.key,
+                        tools=deps.tools.schemas() if tools else (),
+                        resumed=resumed,
+                    )
+            finally:
+                turn.model_seconds += trio.current_time() - started
 
     async def _tool_loop(self, conversation_id: str, reply: ModelReply) -> Answer:
         """Run the tool calls of ``reply`` (the turn's first answer), round after round."""
@@ -440,6 +448,18 @@ class TurnRunner:
 
 #: Whapi stamps messages in whole seconds by its own clock: look a little before the intent.
 HISTORY_SLACK_SECONDS = 2
+
+
+#: The stage of a turn whose model call waits for the OpenAI rate-limit budget.
+WAITING_FOR_BUDGET = "waiting for the model budget"
+#: Tokens a reply and the conversation's history add to a call's input, for the budget's
+#: estimate before the call (OpenAI counts the real use; the estimate only orders the queue).
+REPLY_TOKENS_ESTIMATE = 1000
+
+
+def estimated_tokens(items: list[dict[str, Any]]) -> int:
+    """A call's tokens as the budget estimates them: about four characters a token."""
+    return len(str(items)) // 4 + REPLY_TOKENS_ESTIMATE
 
 
 def session_expired(record: UserRecord, seconds: float) -> bool:

@@ -192,6 +192,7 @@ class UserActor:
                 "elapsed_seconds": round(now - self.turn.started_at, 3),
                 "messages": len(self.turn.message_ids),
                 "resumed": self.turn.resume is not None,
+                "waiting_for_budget_since": _iso_or_none(self.turn.waiting_since),
             }
         if include_text:
             info["buffer"]["texts"] = [m.text for m in self.buffer.messages]

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import trio
 
+from actors.budget import ModelBudget
 from actors.context import ChatInfoCache
 from actors.events import InboundMessage
 from actors.media import MediaFetcher
@@ -45,3 +46,6 @@ class UserDeps:
     telemetry: Telemetry = attrs.Factory(Telemetry)
     #: Bounds the turns running at once across all actors (``WABOT_MAX_CONCURRENT_TURNS``).
     turn_slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(32))
+    #: OpenAI's rate limits, spent fairly by the turns' model calls (its ``run`` is started
+    #: by ``actors.deps``).
+    budget: ModelBudget = attrs.Factory(ModelBudget)
