@@ -169,3 +169,31 @@ async def test_sigterm_to_make_run_process_group_drains_the_server(tmp_path: Pat
 def test_serve_command_is_the_module_entry_point() -> None:
     assert SERVE[-2:] == ("gateway.cli", "serve")
     assert "WABOT_ENV" not in clean_environ()
+
+
+@pytest.mark.parametrize("problem", ["under a file", "read-only"])
+async def test_an_unusable_data_directory_is_one_line_and_exit_2(
+    tmp_path: Path, problem: str
+) -> None:
+    if problem == "under a file":
+        (tmp_path / "plain-file").write_text("not a directory")
+        data = tmp_path / "plain-file" / "data"
+    else:
+        data = tmp_path / "ro"
+        data.mkdir()
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(data)],
+            capture_output=True,
+            check=False,
+        )
+        if mounted.returncode != 0:
+            pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        done = await run_cli(("serve",), bot_environ(None, data), tmp_path)
+    finally:
+        if problem == "read-only":
+            subprocess.run(["umount", "-l", str(data)], check=False)
+    lines = [line for line in done.stderr.decode().splitlines() if line.startswith("wabot:")]
+    assert done.returncode == 2, done.stderr.decode()[-2000:]
+    assert len(lines) == 1 and "WABOT_DATA_DIR" in lines[0], lines
+    assert "Traceback" not in done.stderr.decode()
