@@ -4,20 +4,33 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
+# Every dependency's exact version (`make lock` refreshes it from pyproject.toml's ranges).
+LOCK := constraints.txt
 
-.PHONY: run test lint format docs crash chaos bench bench-full clean
+.PHONY: run test lint format docs lock crash chaos bench bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e .
 	touch $@
 
-$(DEVSTAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(DEVSTAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $@ $(STAMP)
+
+# A fresh environment takes the newest versions pyproject.toml allows; their exact versions
+# become the lock. Commit constraints.txt with the pyproject.toml change that needed it.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	.venv-lock/bin/python -m pip freeze --exclude-editable | sort -f > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .venv-lock
 
 # The C allocator, whose freed memory wabot gives back (README, Deploying); yours if set.
 run: export PYTHONMALLOC ?= malloc
@@ -71,4 +84,4 @@ bench-full: $(DEVSTAMP)
 	$(BIN)/python -m bench --full
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-lock .pytest_cache .ruff_cache
