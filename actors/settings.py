@@ -319,6 +319,14 @@ class Settings:
     )
     max_body_bytes: int = server(4 * 1024 * 1024, "largest webhook body accepted (413 above)")
     ignore_groups: bool = server(True, "ignore group chats (broadcasts and newsletters always are)")
+    console_language: str = server(
+        "es",
+        "language of the operator console (/console): es or en",
+        parse=lambda name, raw: _choice(name, raw, ("es", "en")),
+    )
+    console_session_seconds: float = server(
+        8 * 3600.0, "an operator's console login expires after this", parse=_positive_seconds
+    )
 
     # Buffering (seconds).
     buffer_seconds: float = buffering(

@@ -19,8 +19,9 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from actors.events import Control
 from gateway.audio import register_audio
+from gateway.console import console_blueprint
+from gateway.control import ACTIONS, control_actor, valid_user
 from gateway.logs import log_refusal
 from gateway.metrics import register_collectors, render
 from gateway.service import Service
@@ -325,36 +326,17 @@ def create_quart_app(service: Service) -> QuartTrio:
     async def control(user: str, action: str) -> Response:
         if (denied := admin_denied()) is not None:
             return denied
-        if action not in {"pause", "resume", "reset"}:
+        if action not in ACTIONS:
             return _json({"error": "unknown action: use pause, resume or reset"}, 404)
-        if not user.isdigit() or len(user) > 20:
+        if not valid_user(user):
             return _json({"error": "a user is the phone number's digits"}, 400)
         try:
             seconds = pause_seconds(request.args.get("seconds"), action)
             create = flag(request.args.get("create"), "create")
         except ValueError as exc:
             return _json({"error": str(exc)}, 400)
-        if service.supervisor is None or service.draining:
-            return _json({"error": "not ready"}, 503)
-        known = service.supervisor.cell(user) is not None or (
-            service.store is not None and service.store.get(user) is not None
-        )
-        if not known and not (action == "pause" and create):
-            return _json(
-                {
-                    "error": "unknown customer: this number never wrote to the bot"
-                    + ("; add ?create=1 to pause it before it does" if action == "pause" else "")
-                },
-                404,
-            )
-        command = Control(action, seconds)
-        await service.supervisor.tell(user, command, wait=5.0)
-        with trio.move_on_after(10):
-            await command.done.wait()
-        if not command.done.is_set():
-            return _json({"error": "the actor did not answer in time"}, 504)
-        log.info("operator: %s %s%s", action, user, f" for {seconds:g} s" if seconds else "")
-        return _json(command.result, 200 if command.result.get("ok") else 500)
+        status, body = await control_actor(service, user, action, seconds, create=create)
+        return _json(body, status)
 
     @app.errorhandler(404)
     async def not_found(_error: Exception) -> Response:
@@ -369,4 +351,5 @@ def create_quart_app(service: Service) -> QuartTrio:
         return _json({"error": "body too large"}, 413)
 
     register_audio(app, service)
+    app.register_blueprint(console_blueprint(service))
     return app
