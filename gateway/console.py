@@ -659,6 +659,7 @@ def console_blueprint(service: Service) -> Blueprint:
             word=word,
             size=_size,
             poll_ms=POLL_MS,
+            timezone=settings.timezone,
             **context,
         )
         return Response(body, status=status, mimetype="text/html")

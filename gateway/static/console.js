@@ -4,6 +4,18 @@
 
 (function () {
   var texts = JSON.parse(document.getElementById("console-texts").textContent || "{}");
+  // Times in the operator's language and the bot's time zone (WABOT_TIMEZONE), as the server
+  // renders them.
+  var lang = document.documentElement.lang || undefined;
+  var zone = document.body.getAttribute("data-timezone") || undefined;
+
+  function when(date, options) {
+    try {
+      return date.toLocaleString(lang, Object.assign({ timeZone: zone }, options || {}));
+    } catch (error) {
+      return date.toLocaleString();
+    }
+  }
 
   function t(key) {
     return Object.prototype.hasOwnProperty.call(texts, key) ? texts[key] : key;
@@ -30,8 +42,8 @@
 
   function localTime(iso) {
     if (!iso) return t("none");
-    var when = new Date(iso);
-    return isNaN(when.getTime()) ? iso : when.toLocaleString();
+    var date = new Date(iso);
+    return isNaN(date.getTime()) ? iso : when(date);
   }
 
   function el(tag, text, attrs) {
@@ -87,13 +99,13 @@
     var most = 1;
     minutes.forEach(function (m) { most = Math.max(most, m.turns, m.errors); });
     var step = width / Math.max(1, minutes.length);
-    var label = document.createElementNS(ns, "text");
-    label.setAttribute("x", "2"); label.setAttribute("y", "10");
-    label.setAttribute("class", "axis");
-    label.textContent = String(most);
-    svg.appendChild(label);
+    var axis = document.createElementNS(ns, "text");
+    axis.setAttribute("x", "2"); axis.setAttribute("y", "10");
+    axis.setAttribute("class", "axis");
+    axis.textContent = String(most);
+    svg.appendChild(axis);
     minutes.forEach(function (m, i) {
-      var when = new Date(m.minute * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      var label = when(new Date(m.minute * 1000), { hour: "2-digit", minute: "2-digit" });
       [["turns", m.turns, 0], ["errors", m.errors, step * 0.45]].forEach(function (bar) {
         if (!bar[1]) return;
         var h = (height - top) * bar[1] / most;
@@ -105,7 +117,7 @@
         rect.setAttribute("class", bar[0]);
         rect.setAttribute("data-minute", String(m.minute));
         var title = document.createElementNS(ns, "title");
-        title.textContent = when + ": " + bar[1] + " " + t("overview." + bar[0]);
+        title.textContent = label + ": " + bar[1] + " " + t("overview." + bar[0]);
         rect.appendChild(title);
         svg.appendChild(rect);
       });
@@ -122,7 +134,7 @@
     var customerUrl = status.getAttribute("data-customer-url");
     status.className = "status " + (data.ready ? "ok" : "bad");
     setText("status-text", data.draining ? t("overview.draining") : data.ready ? "" : t("overview.not_ready"));
-    setText("updated", t("overview.updated") + " " + new Date(data.at * 1000).toLocaleTimeString());
+    setText("updated", t("overview.updated") + " " + when(new Date(data.at * 1000), { hour: "2-digit", minute: "2-digit", second: "2-digit" }));
     setText("live", data.live);
     var groups = document.getElementById("groups");
     clear(groups);
@@ -228,7 +240,8 @@
           + localTime(state.last_turn.ended_at) + (state.last_turn.error ? " · " + state.last_turn.error : ""));
       }
       if (state.last_reply) {
-        row(t("customer.last_reply"), localTime(state.last_reply.at) + " · " + state.last_reply.parts + " · " + state.last_reply.kind);
+        row(t("customer.last_reply"), localTime(state.last_reply.at) + " · " + state.last_reply.parts + " "
+          + t("customer.parts") + " · " + word("reply", state.last_reply.kind));
       }
     }
     var pause = document.getElementById("pause");
