@@ -47,6 +47,7 @@ format: $(DEVSTAMP)
 
 test: $(DEVSTAMP) lint
 	@$(PROMTOOL_CHECK)
+	@$(CHROMIUM_CHECK)
 	$(BIN)/python -m pytest -q
 
 # The README's settings tables and .env.example, from actors/settings_doc.py.
@@ -74,6 +75,16 @@ PROMTOOL_CHECK = command -v promtool >/dev/null 2>&1 || { command -v apt-get >/d
 	 >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
 	 apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1)); } || \
 	echo "promtool is not installed and could not be installed: the promtool test is skipped"
+
+# Debian's chromium (and a text font) for the console's browser tests (tests/
+# test_console_browser.py, driven by playwright, which never downloads a browser of its own);
+# without it those tests are skipped, and fail under CI=true.
+CHROMIUM_CHECK = command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+	 fonts-liberation >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && \
+	 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+	 fonts-liberation >/dev/null 2>&1)); } || \
+	echo "chromium is not installed and could not be installed: the console's browser tests are skipped"
 
 bench: $(DEVSTAMP)
 	@$(WRK_CHECK)
