@@ -106,6 +106,15 @@ class AccessFields(logging.Filter):
         return True
 
 
+def guard_access_log() -> None:
+    """Install ``AccessFields`` on hypercorn's access logger, once: whoever configured the
+    handlers (``configure``, a test's capture, an embedding program), no access record
+    reaches them with the request's secrets or the environment in its atoms."""
+    access = logging.getLogger(ACCESS_LOGGER)
+    if not any(isinstance(f, AccessFields) for f in access.filters):
+        access.addFilter(AccessFields())
+
+
 def _int_or_none(value: object) -> int | None:
     try:
         return int(str(value))
@@ -238,10 +247,7 @@ def configure(
     handler.addFilter(ContextFilter())
     handler.addFilter(_HypercornFloor(max(floor, logging.INFO)))
     root.handlers[:] = [handler]
-    access = logging.getLogger(ACCESS_LOGGER)
-    for old in [f for f in access.filters if isinstance(f, AccessFields)]:
-        access.removeFilter(old)
-    access.addFilter(AccessFields())
+    guard_access_log()
     libraries = logging.getLevelName(library_level.upper())
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(floor, libraries))

@@ -30,7 +30,7 @@ from actors.settings import Settings
 from actors.telemetry import Telemetry
 from actors.user import UserActor, UserDeps
 from actors.voice import check_audio_models_at_start
-from gateway import tuning
+from gateway import logs, tuning
 from gateway.gateway import Gateway
 from gateway.parse import parse_message
 from gateway.watchdog import MemoryWatchdog
@@ -103,6 +103,7 @@ class Service:
         today: date | None = None,
     ) -> None:
         self.settings = settings
+        logs.guard_access_log()  # before hypercorn logs its first request
         #: The date the start-up checks of model shutdowns use (tests inject one; None: today).
         self.today = today
         self.wrap_behavior = wrap_behavior
