@@ -61,8 +61,13 @@ async def test_chaos_crash_sigkill_during_traffic_loses_nothing(tmp_path: Path) 
                             await trio.sleep(rng.uniform(0.02, 0.4))
 
                 async with trio.open_nursery() as traffic:
+                    before = len(acked)
                     for index in range(len(users)):
                         traffic.start_soon(user, index)
+                    # Kill in the traffic, however slowly a busy machine gets it going.
+                    with trio.move_on_after(15):
+                        while len(acked) < before + len(users) // 2:
+                            await trio.sleep(0.02)
                     await trio.sleep(rng.uniform(0.3, 2.0))
                     killed_at = trio.current_time()
                     bot.kill()
@@ -83,6 +88,9 @@ async def test_chaos_crash_sigkill_during_traffic_loses_nothing(tmp_path: Path) 
             await trio.sleep(0.5)
             logs.append(bot.logs)
 
+    assert len(acked) >= cycles * len(users) // 2, (
+        f"too little traffic to mean anything: {len(acked)} acknowledged"
+    )
     sends: dict[str, list[float]] = {}
     for message in fakes.whapi.sent:
         for tag in TAG.findall(message.body or ""):

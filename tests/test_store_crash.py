@@ -35,6 +35,14 @@ def read_acks(path: Path) -> list[list[str]]:
     return [line.split() for line in complete.splitlines()]
 
 
+def wait_for_ready(acks: Path, proc: subprocess.Popen[bytes], *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(op == "ready" for op, *_ in read_acks(acks)):
+            return
+        time.sleep(0.01)
+
+
 def test_crash_sigkill_writer_loses_nothing_acknowledged(tmp_path: Path) -> None:
     rng = random.Random(int(os.environ.get("WABOT_CRASH_SEED", "1")))
     data = tmp_path / "data"
@@ -49,7 +57,13 @@ def test_crash_sigkill_writer_loses_nothing_acknowledged(tmp_path: Path) -> None
             cwd=REPO,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.15, 0.9))
+        if cycle % 2:
+            # Every other cycle waits for the writer to be ready first, so that kills land
+            # in its traffic and compactions however slowly a busy machine starts Python.
+            wait_for_ready(acks, proc, timeout=20)
+            time.sleep(rng.uniform(0.05, 0.6))
+        else:
+            time.sleep(rng.uniform(0.15, 0.9))  # often while it still loads
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         for op, *args in read_acks(acks):
