@@ -4,7 +4,7 @@
 backend ``WABOT_SPEECH_BACKEND`` selects), the media fetcher, the chat-info cache, the tool
 registry, the validator and the audio shelf from the settings, runs the sweepers of temporary
 media, and closes every client on the way out (shielded, so a cancelled shutdown still releases
-its connections).
+its connections). Retries are logged by ``actors.retry`` alone (stamina's own hooks are off).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
+import stamina
 import trio
 
 from actors.budget import ModelBudget
@@ -71,6 +72,9 @@ async def open_user_deps(
     telemetry: Telemetry,
     parse: Callable[[dict[str, Any]], InboundMessage | None],
 ) -> AsyncIterator[UserDeps]:
+    # Each retry is logged by ``actors.retry`` with the call's name; stamina's own hooks would
+    # log it again without it and count it in a Prometheus registry /metrics does not serve.
+    stamina.instrumentation.set_on_retry_hooks(())
     retry = partial(
         RetryPolicy,
         base_seconds=settings.retry_base_seconds,

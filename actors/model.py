@@ -1,5 +1,12 @@
 """OpenAI wrapper: one Conversations API conversation per user, turns on the Responses API.
 
+Every call goes through the SDK's typed resources (``conversations.create``,
+``conversations.items.create``/``list``, ``responses.create``) and fails with the SDK's error
+classes. ``retryable`` is OpenAI's one rule of which failures get another attempt (429, 5xx,
+``conversation_locked``, timeouts, dropped connections; with the server's ``Retry-After``);
+``actors.voice`` uses it too. The last failure becomes a ``ModelError`` (``ConversationNotFound``
+for a 404 of the conversation), with the SDK's error as its cause.
+
 The SDK's own retries are off (``max_retries=0``): it sends no idempotency key, so an automatic
 retry of a ``responses.create`` that succeeded server-side would append the turn twice. Our
 retry is safe instead: after an ambiguous failure (timeout, 5xx, dropped connection,
@@ -8,16 +15,6 @@ already there with an answer after it, that answer is the result. A ``conversati
 right after an ambiguous failure means our abandoned request is probably still running on
 OpenAI's side: the retry then waits for it (bounded by one more client timeout, without using
 up an attempt) and recovers its answer, instead of failing the turn or running it twice.
-
-The JSON POSTs of a turn (create a conversation, add items, create a response) are sent
-through the transport of the SDK client's own HTTP client (``actors/directpost.py``) with a
-body we build ourselves and come back as plain dicts: the SDK's parameter transform and
-pydantic models, then its per-request option and header building, cost about 40 % of a model
-call's CPU (bench/RESULTS.md, turn overhead). The headers are the
-ones the SDK sends, computed once from the client (its identity headers and the API-key
-``Authorization``: wabot authenticates with an API key only), and every failure raises the
-error class the SDK would raise for it, so retries and classification are unchanged. The cold
-paths (reading a conversation back, audio) go through the SDK itself.
 """
 
 from __future__ import annotations
@@ -26,18 +23,17 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import httpx2
 import openai
 import trio
+from openai.types.responses import Response
 
-from actors.directpost import DirectPost, own_transport
-from actors.retry import Retryable, RetryPolicy, parse_retry_after, retrying
+from actors.retry import RetryPolicy, parse_retry_after
 
-T = TypeVar("T")
 log = logging.getLogger("actors.model")
 
 
@@ -80,40 +76,49 @@ def pooled_http_client(size: int, keepalive: int | None = None) -> openai.Defaul
     return openai.DefaultAsyncHttpxClient(limits=pool_limits(size, keepalive))
 
 
-def sdk_headers(client: openai.AsyncOpenAI) -> dict[str, str]:
-    """The headers the SDK sends on every request: its identity headers and the API key's."""
-    headers = {**client.default_headers, **client.auth_headers}
-    return {name: value for name, value in headers.items() if isinstance(value, str)}
+def retryable(exc: BaseException) -> float | None:
+    """OpenAI's retryable failures (``actors.retry.Classifier``): the least wait, or None."""
+    if isinstance(exc, openai.APIStatusError):
+        if isinstance(exc, openai.RateLimitError | openai.InternalServerError) or _locked(exc):
+            return _retry_after(exc) or 0.0
+        return None
+    # APITimeoutError is an APIConnectionError; TooSlowError is our deadline on an attempt.
+    if isinstance(exc, openai.APIConnectionError | trio.TooSlowError):
+        return 0.0
+    return None
 
 
-_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
-    400: openai.BadRequestError,
-    401: openai.AuthenticationError,
-    403: openai.PermissionDeniedError,
-    404: openai.NotFoundError,
-    409: openai.ConflictError,
-    422: openai.UnprocessableEntityError,
-    429: openai.RateLimitError,
-}
+def _locked(exc: BaseException) -> bool:
+    """Another response is in progress on the conversation (400 ``conversation_locked``)."""
+    return isinstance(exc, openai.BadRequestError) and exc.code == "conversation_locked"
 
 
-def status_error(response: httpx2.Response) -> openai.APIStatusError:
-    """The SDK's error for a 4xx/5xx answer, built as the SDK builds it (message, body, code)."""
-    message = f"Error code: {response.status_code}"
-    body: Any = response.text.strip()
-    try:
-        body = json.loads(body)
-    except ValueError:
-        pass
-    else:
-        error = body.get("error", body) if isinstance(body, dict) else None
-        detail = error.get("message") if isinstance(error, dict) else None
-        if isinstance(detail, str) and detail:
-            message += f" - {detail}"
-    data = body.get("error", body) if isinstance(body, dict) else body
-    status = response.status_code
-    cls = openai.InternalServerError if status >= 500 else _STATUS_ERRORS.get(status)
-    return (cls or openai.APIStatusError)(message, response=response, body=data)
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    return parse_retry_after(headers.get("retry-after"))
+
+
+def model_error(exc: BaseException) -> ModelError:
+    """The ``ModelError`` for a call's last failure (raise it ``from exc``)."""
+    if isinstance(exc, openai.NotFoundError) and (
+        exc.param == "conversation" or "conversation" in exc.message.lower()
+    ):
+        return ConversationNotFound(f"OpenAI error 404: {exc.message}")
+    if isinstance(exc, openai.BadRequestError) and not _locked(exc):
+        return ModelError(f"OpenAI rejected the request: {exc.message}")
+    if isinstance(exc, openai.APIStatusError):
+        return ModelError(f"OpenAI error {exc.status_code}: {exc.message}")
+    return ModelError(f"OpenAI failed after retries: {exc.__class__.__name__}: {exc}")
+
+
+#: What a call's last failure can be: an SDK error, or our deadline on an attempt.
+FAILURES = (openai.OpenAIError, trio.TooSlowError)
 
 
 def user_message(text: str, image_urls: Sequence[str] = ()) -> dict[str, Any]:
@@ -147,70 +152,39 @@ class ModelClient:
         self.instructions = instructions
         self._timeout = timeout
         self._policy = policy
-        limits = pool_limits(pool_size, keepalive_size)
-        transport = own_transport(httpx2, limits)
-        self._http = openai.DefaultAsyncHttpxClient(limits=limits, transport=transport)
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
             timeout=timeout,
-            http_client=self._http,
-        )
-        self._direct = DirectPost(
-            httpx2,
-            self._http,
-            transport,
-            str(self._client.base_url),
-            sdk_headers(self._client),
-            httpx2.Timeout(timeout),
+            http_client=pooled_http_client(pool_size, keepalive_size),
         )
 
     async def aclose(self) -> None:
-        await self._client.close()  # closes ``self._http`` too
-
-    async def _post(self, path: str, body: dict[str, Any]) -> Any:
-        """POST a JSON body as is; the decoded JSON answer (errors raise the SDK's classes)."""
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        try:
-            response = await self._direct.post(path, content)
-        except httpx2.TimeoutException as exc:
-            raise openai.APITimeoutError(request=exc.request) from exc
-        except httpx2.RequestError as exc:
-            raise openai.APIConnectionError(request=exc.request) from exc
-        if response.status_code >= 400:
-            raise status_error(response)
-        try:
-            return json.loads(response.content)
-        except ValueError as exc:
-            raise ModelError(f"OpenAI answered {path} with a body that is not JSON") from exc
+        await self._client.close()  # closes its HTTP client too
 
     async def create_conversation(self, user_id: str) -> str:
-        async def attempt(n: int) -> str:
-            with trio.fail_after(self._timeout):
-                conversation = await _classified(
-                    self._post(
-                        "/conversations",
-                        {"metadata": {"user": safety_identifier(user_id)[:32], "app": "wabot"}},
-                    )
-                )
-            conversation_id = conversation.get("id") if isinstance(conversation, dict) else None
-            if not isinstance(conversation_id, str) or not conversation_id:
-                raise ModelError("OpenAI created a conversation without an id")
-            return conversation_id
-
-        return await _as_model_error(retrying(attempt, self._policy, what="conversations.create"))
+        metadata = {"user": safety_identifier(user_id)[:32], "app": "wabot"}
+        try:
+            async for attempt in self._policy.retrying(retryable, what="conversations.create"):
+                with attempt, trio.fail_after(self._timeout):
+                    conversation = await self._client.conversations.create(metadata=metadata)
+        except FAILURES as exc:
+            raise model_error(exc) from exc
+        conversation_id = getattr(conversation, "id", None)
+        if not isinstance(conversation_id, str) or not conversation_id:
+            raise ModelError("OpenAI created a conversation without an id")
+        return conversation_id
 
     async def add_items(self, conversation_id: str, items: list[dict[str, Any]]) -> None:
         """Append items (e.g. what a human agent wrote) to a conversation."""
-
-        async def attempt(n: int) -> None:
-            with trio.fail_after(self._timeout):
-                await _classified(
-                    self._post(f"/conversations/{conversation_id}/items", {"items": items})
-                )
-
-        await _as_model_error(retrying(attempt, self._policy, what="conversations.items.create"))
+        what = "conversations.items.create"
+        try:
+            async for attempt in self._policy.retrying(retryable, what=what):
+                with attempt, trio.fail_after(self._timeout):
+                    await self._client.conversations.items.create(conversation_id, items=items)
+        except FAILURES as exc:
+            raise model_error(exc) from exc
 
     async def respond(
         self,
@@ -240,41 +214,38 @@ class ModelClient:
         }
         if tools:
             params["tools"] = list(tools)
+        try:
+            async for attempt in self._policy.retrying(retryable, what="responses.create"):
+                with attempt:
+                    lock_deadline: float | None = None
+                    while True:
+                        if ambiguous:
+                            recovered = await self._recover(conversation_id, input_items)
+                            if recovered is not None:
+                                return recovered
+                        try:
+                            with trio.fail_after(self._timeout):
+                                return _reply(await self._client.responses.create(**params))
+                        except FAILURES as exc:
+                            if _locked(exc) and ambiguous:
+                                # Locked right after an ambiguous failure: most likely our own
+                                # earlier request is still running server-side. Wait for it
+                                # (bounded by one more client timeout) without spending an
+                                # attempt, then look for its answer instead of asking again.
+                                now = trio.current_time()
+                                lock_deadline = lock_deadline or now + self._timeout
+                                if now < lock_deadline:
+                                    await trio.sleep(min(lock_deadline - now, self._lock_poll(exc)))
+                                    continue
+                            ambiguous = ambiguous or retryable(exc) is not None
+                            raise
+        except FAILURES as exc:
+            raise model_error(exc) from exc
+        raise AssertionError("unreachable: the retry loop returns or raises")
 
-        async def attempt(n: int) -> ModelReply:
-            nonlocal ambiguous
-            lock_deadline: float | None = None
-            while True:
-                if ambiguous:
-                    recovered = await self._recover(conversation_id, input_items)
-                    if recovered is not None:
-                        return recovered
-                try:
-                    with trio.fail_after(self._timeout):
-                        response = await _classified(self._post("/responses", params))
-                except trio.TooSlowError as exc:
-                    ambiguous = True
-                    raise Retryable("responses.create timed out") from exc
-                except Retryable as exc:
-                    if exc.reason == "conversation_locked" and ambiguous:
-                        # Locked right after an ambiguous failure: most likely our own earlier
-                        # request is still running server-side. Wait for it (bounded by one
-                        # more client timeout) without spending an attempt, then look for its
-                        # answer instead of starting the turn again.
-                        now = trio.current_time()
-                        lock_deadline = lock_deadline or now + self._timeout
-                        if now < lock_deadline:
-                            await trio.sleep(min(lock_deadline - now, self._lock_poll(exc)))
-                            continue
-                    ambiguous = True
-                    raise
-                return _reply(response)
-
-        return await _as_model_error(retrying(attempt, self._policy, what="responses.create"))
-
-    def _lock_poll(self, exc: Retryable) -> float:
+    def _lock_poll(self, exc: BaseException) -> float:
         """How long to wait before looking again at a locked conversation (with jitter)."""
-        hint = exc.retry_after if exc.retry_after else self._timeout / 10
+        hint = retryable(exc) or self._timeout / 10
         return min(max(hint, 0.05), 2.0) * random.uniform(0.5, 1.0)
 
     async def _recover(
@@ -289,12 +260,12 @@ class ModelClient:
                 page = await self._client.conversations.items.list(
                     conversation_id, limit=20, order="desc"
                 )
-        except (openai.OpenAIError, trio.TooSlowError) as exc:
+        except FAILURES as exc:
             log.warning("could not inspect conversation after an ambiguous failure: %r", exc)
             return None
-        newer: list[Any] = []
+        newer: list[dict[str, Any]] = []
         for item in page.data:
-            data = item.model_dump() if hasattr(item, "model_dump") else dict(item)
+            data = item.model_dump()
             if data.get("type") == "message" and data.get("role") == "user":
                 if _content_text(data.get("content")) == wanted:
                     answer = "".join(
@@ -310,77 +281,18 @@ class ModelClient:
         return None
 
 
-async def _as_model_error(awaitable: Awaitable[T]) -> T:
-    """The final failure of a retried call as a ``ModelError`` (the SDK error is its cause)."""
-    try:
-        return await awaitable
-    except openai.OpenAIError as exc:
-        raise ModelError(f"OpenAI failed after retries: {exc.__class__.__name__}: {exc}") from exc
-
-
-async def _classified(awaitable: Any) -> Any:
-    """Await an SDK call, turning transient failures into ``Retryable``."""
-    try:
-        return await awaitable
-    except openai.RateLimitError as exc:
-        raise Retryable("rate limited (429)", retry_after=_retry_after(exc)) from exc
-    except openai.InternalServerError as exc:
-        raise Retryable(f"server error ({exc.status_code})", retry_after=_retry_after(exc)) from exc
-    except openai.APITimeoutError as exc:
-        raise Retryable("request timed out") from exc
-    except openai.APIConnectionError as exc:
-        raise Retryable(f"connection error: {exc!r}") from exc
-    except openai.BadRequestError as exc:
-        if getattr(exc, "code", None) == "conversation_locked":
-            raise Retryable("conversation_locked", retry_after=_retry_after(exc)) from exc
-        raise ModelError(f"OpenAI rejected the request: {exc.message}") from exc
-    except openai.NotFoundError as exc:
-        if exc.param == "conversation" or "conversation" in exc.message.lower():
-            raise ConversationNotFound(f"OpenAI error 404: {exc.message}") from exc
-        raise ModelError(f"OpenAI error 404: {exc.message}") from exc
-    except openai.APIStatusError as exc:
-        raise ModelError(f"OpenAI error {exc.status_code}: {exc.message}") from exc
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    headers = exc.response.headers if exc.response is not None else {}
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    return parse_retry_after(headers.get("retry-after"))
-
-
-def _reply(response: Any) -> ModelReply:
-    """A ``ModelReply`` from the Responses API's JSON: the output text and function calls."""
-    if not isinstance(response, dict):
-        raise ModelError(f"OpenAI answered with {type(response).__name__}, not a response object")
+def _reply(response: object) -> ModelReply:
+    """A ``ModelReply`` from a ``Response``: its output text and function calls."""
+    if not isinstance(response, Response):
+        # The SDK hands back the body as text when a success is not JSON.
+        raise ModelError("OpenAI answered responses.create with a body that is not JSON")
     calls: list[FunctionCall] = []
-    texts: list[str] = []
-    output = response.get("output")
-    for item in output if isinstance(output, list) else ():
-        if not isinstance(item, dict):
-            continue
-        if item.get("type") == "function_call":
-            call_id, name = item.get("call_id"), item.get("name")
-            if not isinstance(call_id, str) or not isinstance(name, str):
+    for item in response.output:
+        if item.type == "function_call":
+            if not isinstance(item.call_id, str) or not isinstance(item.name, str):
                 raise ModelError("OpenAI returned a function call without call_id or name")
-            arguments = item.get("arguments")
-            calls.append(FunctionCall(call_id, name, arguments or "{}"))
-        elif item.get("type") == "message":
-            content = item.get("content")
-            for part in content if isinstance(content, list) else ():
-                if isinstance(part, dict) and part.get("type") == "output_text":
-                    text = part.get("text")
-                    texts.append(text if isinstance(text, str) else "")
-    response_id = response.get("id")
-    return ModelReply(
-        response_id=response_id if isinstance(response_id, str) else None,
-        text="".join(texts),
-        calls=tuple(calls),
-    )
+            calls.append(FunctionCall(item.call_id, item.name, item.arguments or "{}"))
+    return ModelReply(response_id=response.id, text=response.output_text, calls=tuple(calls))
 
 
 def _first_text(items: list[dict[str, Any]]) -> str | None:

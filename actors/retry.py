@@ -1,31 +1,33 @@
-"""Bounded retries with exponential backoff, full jitter and ``Retry-After``.
+"""Bounded retries on ``stamina``: exponential backoff, full jitter, ``Retry-After`` honoured.
 
-One small policy shared by the Whapi and OpenAI clients. A caller says which failures are
-worth another attempt (``Retryable``); everything else propagates at once. The whole loop is
-meant to run under the caller's deadline, so a long ``Retry-After`` can never outlive a turn.
+Each upstream states once which of its failures deserve another attempt, as a *classifier*:
+``classify(exc)`` is None for a failure that is not retried, otherwise the least wait in seconds
+the server asked for (``Retry-After``; 0 when it said nothing). ``RetryPolicy.retrying`` turns
+a classifier into stamina's retry loop (``async for attempt in ...: with attempt: ...``), which
+under trio sleeps with ``trio.sleep``; the last failure propagates as raised. The loop runs
+under the caller's deadline, so even a long ``Retry-After`` never outlives a turn.
+
+The wait before each retry is ``RetryPolicy.delay``, handed to stamina through its backoff
+hook (an ``on=`` callable returning the seconds to wait, the hook stamina offers for
+``Retry-After``). stamina's own backoff, ``min(wait_max, wait_initial * 2**n + jitter)``, loses
+its jitter once it reaches ``wait_max``: every client would then retry in step. Ours draws the
+whole wait at random below the exponential ceiling (full jitter), and never waits less than the
+server asked for.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterable, Callable
 
 import attrs
-import trio
+import stamina
 
-T = TypeVar("T")
 log = logging.getLogger("actors.retry")
 
-
-class Retryable(Exception):
-    """Raised by an attempt to ask for another one, optionally after ``retry_after`` seconds."""
-
-    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
+#: An upstream's one rule: None (not retried) or the least seconds to wait before retrying.
+Classifier = Callable[[BaseException], float | None]
 
 
 @attrs.frozen
@@ -43,35 +45,37 @@ class RetryPolicy:
             return max(jittered, min(retry_after, max(self.max_seconds, 60.0)))
         return jittered
 
+    def retrying(self, classify: Classifier, *, what: str) -> AsyncIterable[stamina.Attempt]:
+        """stamina's attempts of one call, at most ``attempts``, waiting ``delay`` between."""
+        backoff = _Backoff(self, classify, what)
+        return stamina.retry_context(on=backoff, attempts=self.attempts, timeout=None)
 
-async def retrying(
-    attempt_fn: Callable[[int], Awaitable[T]], policy: RetryPolicy, *, what: str
-) -> T:
-    """Call ``attempt_fn(n)`` for n = 1.. until it returns, or the last ``Retryable`` escapes.
 
-    The final failure is re-raised as the ``Retryable``'s cause (the original exception) when
-    there is one, so callers see the real error.
-    """
-    attempt = 1
-    while True:
-        try:
-            return await attempt_fn(attempt)
-        except Retryable as exc:
-            if attempt >= policy.attempts:
-                if exc.__cause__ is not None:
-                    raise exc.__cause__ from exc
-                raise
-            wait = policy.delay(attempt, exc.retry_after)
+class _Backoff:
+    """stamina's ``on=`` hook for one retried call: False, or the seconds to wait."""
+
+    def __init__(self, policy: RetryPolicy, classify: Classifier, what: str) -> None:
+        self._policy = policy
+        self._classify = classify
+        self._what = what
+        self._failures = 0
+
+    def __call__(self, exc: BaseException) -> bool | float:
+        self._failures += 1
+        retry_after = self._classify(exc)
+        if retry_after is None:
+            return False
+        wait = self._policy.delay(self._failures, retry_after)
+        if self._failures < self._policy.attempts:
             log.warning(
-                "%s failed (%s), attempt %d of %d; retrying in %.2fs",
-                what,
-                exc.reason,
-                attempt,
-                policy.attempts,
+                "%s failed (%r), attempt %d of %d; retrying in %.2fs",
+                self._what,
+                exc,
+                self._failures,
+                self._policy.attempts,
                 wait,
             )
-            await trio.sleep(wait)
-            attempt += 1
+        return wait
 
 
 def parse_retry_after(value: str | None) -> float | None:

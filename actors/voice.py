@@ -26,8 +26,8 @@ from typing import Protocol, TypeVar
 import openai
 import trio
 
-from actors.model import pooled_http_client
-from actors.retry import Retryable, RetryPolicy, retrying
+from actors.model import FAILURES, pooled_http_client, retryable
+from actors.retry import RetryPolicy
 from actors.settings import SPEECH_SHUTDOWN, Settings, warn_retired_models
 
 log = logging.getLogger("actors.voice")
@@ -165,23 +165,14 @@ class OpenAIAudio:
         return await self._with_retries(call, "speech")
 
     async def _with_retries(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        """One deadline per attempt, retries on 429/5xx/network, ``AudioError`` at the end."""
-
-        async def attempt(n: int) -> T:
-            try:
-                with trio.fail_after(self._timeout):
-                    return await call()
-            except (openai.RateLimitError, openai.InternalServerError) as exc:
-                raise Retryable(f"{what}: {exc.status_code}") from exc
-            except (openai.APIConnectionError, trio.TooSlowError) as exc:
-                raise Retryable(f"{what}: network or timeout") from exc
-            except openai.OpenAIError as exc:
-                raise AudioError(f"{what} failed: {exc}") from exc
-
+        """One deadline per attempt, retried by ``actors.model.retryable``; then ``AudioError``."""
         try:
-            return await retrying(attempt, self._policy, what=f"audio {what}")
-        except (openai.OpenAIError, trio.TooSlowError) as exc:
+            async for attempt in self._policy.retrying(retryable, what=f"audio {what}"):
+                with attempt, trio.fail_after(self._timeout):
+                    return await call()
+        except FAILURES as exc:
             raise AudioError(f"{what} failed: {exc!r}") from exc
+        raise AssertionError("unreachable: the retry loop returns or raises")
 
 
 class AudioShelf:

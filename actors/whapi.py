@@ -1,17 +1,18 @@
 """Whapi.Cloud REST client: sends, presence, chats, history, media.
 
-Every call carries ``Authorization: Bearer <token>`` and runs under a deadline. Sends are
-retried on 429 (honouring ``Retry-After``), 5xx and network errors with bounded backoff. Whapi
-takes no idempotency key, so before re-sending after an *ambiguous* failure (a timeout or a 5xx
-after the request reached Whapi) the client looks at the chat's recent messages and, if the
-text is already there, takes that as sent: a customer never gets the same answer twice because
-of a retry. After a *timeout* the history is polled for one more client timeout before a
-re-send, so a request Whapi was still holding when the client gave up is found once it lands.
+Every call carries ``Authorization: Bearer <token>`` and goes through one plain
+``httpx.AsyncClient``. ``retryable`` is Whapi's one rule of which failures get another attempt
+(429 honouring ``Retry-After``, 5xx, network errors), for sends and reads alike, with bounded
+backoff; presence updates are best effort and tried once. Whapi takes no idempotency key, so
+before re-sending after an *ambiguous* failure (a timeout or a 5xx after the request reached
+Whapi) the client looks at the chat's recent messages and, if the text is already there, takes
+that as sent: a customer never gets the same answer twice because of a retry. After a *timeout*
+the history is polled for one more client timeout before a re-send, so a request Whapi was
+still holding when the client gave up is found once it lands.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -21,9 +22,7 @@ import attrs
 import httpx
 import trio
 
-from actors.directpost import DirectPost, own_transport
-from actors.httpclients import AcyclicAsyncClient
-from actors.retry import Retryable, RetryPolicy, parse_retry_after, retrying
+from actors.retry import RetryPolicy, parse_retry_after
 
 log = logging.getLogger("actors.whapi")
 
@@ -31,9 +30,32 @@ log = logging.getLogger("actors.whapi")
 class WhapiError(Exception):
     """Whapi answered with an error, or could not be reached within the attempts allowed."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+
+def retryable(exc: BaseException) -> float | None:
+    """Whapi's retryable failures (``actors.retry.Classifier``): the least wait, or None."""
+    if isinstance(exc, WhapiError) and exc.status is not None:
+        if exc.status == 429 or exc.status >= 500:
+            return exc.retry_after or 0.0
+        return None
+    return 0.0 if isinstance(exc, httpx.TransportError) else None
+
+
+def checked(response: httpx.Response) -> httpx.Response:
+    """``response`` if it is a success; a ``WhapiError`` with its status otherwise."""
+    if response.status_code >= 400:
+        raise WhapiError(
+            _error_text(response),
+            status=response.status_code,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    return response
 
 
 @attrs.frozen
@@ -62,21 +84,17 @@ class WhapiClient:
     ) -> None:
         self._timeout = timeout
         self._policy = policy
-        # A small pool: httpcore probes every idle pooled connection on each request.
-        limits = httpx.Limits(
-            max_connections=pool_size, max_keepalive_connections=min(keepalive_size, pool_size)
-        )
-        if transport is None:
-            transport = own_transport(httpx, limits)
-        self._http = AcyclicAsyncClient(
+        self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=limits,
+            # A small pool: httpcore probes every idle pooled connection on each request.
+            limits=httpx.Limits(
+                max_connections=pool_size,
+                max_keepalive_connections=min(keepalive_size, pool_size),
+            ),
             transport=transport,
         )
-        #: The sends (every turn's reply) skip the client's per-request work.
-        self._direct = DirectPost(httpx, self._http, transport, base_url)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -110,48 +128,43 @@ class WhapiClient:
         ambiguous = False
         #: The last attempt timed out: Whapi may still be holding it (wait for it to land).
         in_flight = False
-
-        async def attempt(n: int) -> SentMessage:
-            nonlocal ambiguous, in_flight
-            if ambiguous and verify_text is not None:
-                since = started - 5
-                found = await (
-                    self._await_sent(to, verify_text, since=since)
-                    if in_flight
-                    else self._find_sent(to, verify_text, since=since)
-                )
-                if found is not None:
-                    log.info("send to %s was delivered despite the error; not re-sending", to)
-                    return SentMessage(found, verified_by_history=True)
-            in_flight = False
-            try:
-                response = await self._direct.post(path, _encode(payload))
-            except httpx.TimeoutException as exc:
-                ambiguous = in_flight = True
-                raise Retryable(f"timeout on {path}") from exc
-            except httpx.TransportError as exc:
-                # Connection refused/reset before a response: Whapi may or may not have it.
-                ambiguous = ambiguous or not isinstance(exc, httpx.ConnectError)
-                raise Retryable(f"network error on {path}: {exc!r}") from exc
-            if response.status_code == 429 or response.status_code >= 500:
-                ambiguous = ambiguous or response.status_code >= 500
-                raise Retryable(
-                    f"HTTP {response.status_code} on {path}",
-                    retry_after=parse_retry_after(response.headers.get("retry-after")),
-                ) from WhapiError(_error_text(response), status=response.status_code)
-            if response.status_code >= 400:
-                raise WhapiError(_error_text(response), status=response.status_code)
-            data = _json(response)
-            message = data.get("message") if isinstance(data, dict) else None
-            message_id = message.get("id") if isinstance(message, dict) else None
-            if not isinstance(message_id, str):
-                raise WhapiError(f"{path}: response without message id")
-            return SentMessage(message_id)
-
         try:
-            return await retrying(attempt, self._policy, what=f"POST {path}")
+            async for attempt in self._policy.retrying(retryable, what=f"POST {path}"):
+                with attempt:
+                    if ambiguous and verify_text is not None:
+                        since = started - 5
+                        found = await (
+                            self._await_sent(to, verify_text, since=since)
+                            if in_flight
+                            else self._find_sent(to, verify_text, since=since)
+                        )
+                        if found is not None:
+                            log.info(
+                                "send to %s was delivered despite the error; not re-sending", to
+                            )
+                            return SentMessage(found, verified_by_history=True)
+                    in_flight = False
+                    try:
+                        response = checked(await self._http.post(path, json=payload))
+                    except httpx.TimeoutException:
+                        ambiguous = in_flight = True
+                        raise
+                    except httpx.TransportError as exc:
+                        # A refused connection never reached Whapi; other network errors may.
+                        ambiguous = ambiguous or not isinstance(exc, httpx.ConnectError)
+                        raise
+                    except WhapiError as exc:
+                        ambiguous = ambiguous or (exc.status or 0) >= 500
+                        raise
+                    data = _json(response)
+                    message = data.get("message") if isinstance(data, dict) else None
+                    message_id = message.get("id") if isinstance(message, dict) else None
+                    if not isinstance(message_id, str):
+                        raise WhapiError(f"{path}: response without message id")
+                    return SentMessage(message_id)
         except httpx.HTTPError as exc:
             raise WhapiError(f"POST {path}: {exc!r}") from exc
+        raise AssertionError("unreachable: the retry loop returns or raises")
 
     async def _await_sent(self, chat_id: str, text: str, *, since: float) -> str | None:
         """Look for an ambiguous send in the chat's history for up to one client timeout.
@@ -232,26 +245,14 @@ class WhapiClient:
     async def _idempotent(
         self, method: str, path: str, params: dict[str, Any] | None = None
     ) -> httpx.Response:
-        """A call safe to repeat: retried on 429, 5xx and network errors; 4xx raise."""
-
-        async def attempt(n: int) -> httpx.Response:
-            try:
-                response = await self._http.request(method, path, params=params)
-            except httpx.TransportError as exc:
-                raise Retryable(f"network error on {method} {path}: {exc!r}") from exc
-            if response.status_code == 429 or response.status_code >= 500:
-                raise Retryable(
-                    f"HTTP {response.status_code} on {method} {path}",
-                    retry_after=parse_retry_after(response.headers.get("retry-after")),
-                ) from WhapiError(_error_text(response), status=response.status_code)
-            if response.status_code >= 400:
-                raise WhapiError(_error_text(response), status=response.status_code)
-            return response
-
+        """A call safe to repeat, retried by ``retryable``; other errors raise ``WhapiError``."""
         try:
-            return await retrying(attempt, self._policy, what=f"{method} {path}")
+            async for attempt in self._policy.retrying(retryable, what=f"{method} {path}"):
+                with attempt:
+                    return checked(await self._http.request(method, path, params=params))
         except httpx.HTTPError as exc:
             raise WhapiError(f"{method} {path}: {exc!r}") from exc
+        raise AssertionError("unreachable: the retry loop returns or raises")
 
     async def get_chat(self, chat_id: str) -> dict[str, Any] | None:
         try:
@@ -266,11 +267,6 @@ class WhapiClient:
         data = await self._get_json(f"/messages/list/{_path_id(chat_id)}", {"count": count})
         messages = data.get("messages") if isinstance(data, dict) else None
         return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
-
-
-def _encode(payload: dict[str, Any]) -> bytes:
-    """JSON as ``httpx`` encodes a ``json=`` body."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _json(response: httpx.Response) -> Any:

@@ -1,10 +1,12 @@
 """What a finished request or a retired actor leaves behind is freed by reference counting.
 
 Objects caught in a reference cycle wait for the cycle collector, and those that survive the
-young generations are freed only by a full collection, whose pause grows with them: in the
-soak benchmark, httpx's response/stream cycles and retired actors made full collections of
-0.2 s every 30 s (bench/RESULTS.md). These tests switch the collector off, run real traffic
-over loopback, and look for what is left.
+young generations are freed only by a full collection, whose pause grows with them. These
+tests switch the collector off, run real traffic over loopback, and look for what is left.
+The OpenAI SDK's responses and retired actors must leave nothing. httpx's own responses hold
+themselves (the response and its stream refer to each other), which the Whapi client accepts
+(bench/RESULTS.md, issue 20: no growth at 10k customers): such a response must be held by
+nothing else, so one collection frees it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import httpx
 import httpx2
 import trio
 
-from actors.httpclients import AcyclicAsyncClient
 from actors.mailbox import Mailbox
 from actors.model import ModelClient
 from actors.retry import RetryPolicy
@@ -74,38 +75,22 @@ async def test_upstream_responses_are_freed_once_read() -> None:
                     sent = await whapi.send_text("573001112233@s.whatsapp.net", f"hola {n}")
                     assert sent.message_id
                     conversation = await model.create_conversation("573001112233")
+                    await model.add_items(conversation, [{"role": "user", "content": "nota"}])
                     reply = await model.respond(
                         conversation_id=conversation,
                         input_items=[{"role": "user", "content": f"hola {n}"}],
                         user_id="573001112233",
                     )
                     assert reply.text
-                assert responses_to(fakes.whapi_url, fakes.openai_url) == []
+                assert responses_to(fakes.openai_url) == []
+                # httpx's response <-> stream cycle, one per send; garbage, held by nothing
+                # live, so one collection frees them all.
+                assert len(responses_to(fakes.whapi_url)) == 10
+                gc.collect()
+                assert responses_to(fakes.whapi_url) == []
         finally:
             await whapi.aclose()
             await model.aclose()
-
-
-async def test_read_responses_keep_their_body_and_streamed_ones_stream() -> None:
-    async with (
-        open_fakes() as fakes,
-        AcyclicAsyncClient(
-            base_url=fakes.whapi_url, headers={"Authorization": f"Bearer {WHAPI_TOKEN}"}
-        ) as client,
-    ):
-        send = {"to": "573001112233@s.whatsapp.net", "body": "hola " * 500}
-        with collector_off():
-            response = await client.post("/messages/text", json=send)
-            assert response.json()["sent"] is True
-            assert response.text.startswith("{")
-            assert b"".join([chunk async for chunk in response.aiter_bytes()]) == response.content
-            assert response.elapsed.total_seconds() > 0
-            gone = weakref.ref(response)
-            del response
-            assert gone() is None
-        async with client.stream("POST", "/messages/text", json=send) as streamed:
-            body = b"".join([chunk async for chunk in streamed.aiter_bytes()])
-        assert b'"sent"' in body
 
 
 class Idle:

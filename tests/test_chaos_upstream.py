@@ -19,7 +19,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.retry import Retryable, RetryPolicy, retrying
+from actors.retry import RetryPolicy
 from sandbox import payloads
 from sandbox.openai import ResponseRequest, default_responder
 from tests.chaos_helpers import one_answer_per_turn, responses_calls, roles, scale
@@ -314,12 +314,33 @@ async def test_chaos_retrying_is_bounded_in_attempts_and_time(
     policy = RetryPolicy(attempts=5, base_seconds=0.5, max_seconds=8.0)
     attempts: list[float] = []
 
-    async def always_fails(n: int) -> None:
-        attempts.append(trio.current_time())
-        raise Retryable("boom") from RuntimeError("the real error")
+    def retryable(exc: BaseException) -> float | None:
+        return 0.0 if isinstance(exc, RuntimeError) else None
 
     start = trio.current_time()
     with pytest.raises(RuntimeError, match="the real error"):
-        await retrying(always_fails, policy, what="test")
+        async for attempt in policy.retrying(retryable, what="test"):
+            with attempt:
+                attempts.append(trio.current_time())
+                raise RuntimeError("the real error")
     assert len(attempts) == 5
     assert trio.current_time() - start <= sum(min(8.0, 0.5 * 2**k) for k in range(4))
+
+
+async def test_chaos_retrying_waits_what_the_server_asked_and_stops_at_the_rule(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The classifier's wait is a floor on the next attempt; what it refuses is not retried."""
+    policy = RetryPolicy(attempts=3, base_seconds=0.01, max_seconds=0.01)
+    attempts: list[float] = []
+
+    def retryable(exc: BaseException) -> float | None:
+        return 2.5 if isinstance(exc, TimeoutError) else None
+
+    with pytest.raises(ValueError, match="not retried"):
+        async for attempt in policy.retrying(retryable, what="test"):
+            with attempt:
+                attempts.append(trio.current_time())
+                raise TimeoutError if len(attempts) == 1 else ValueError("not retried")
+    assert len(attempts) == 2
+    assert attempts[1] - attempts[0] >= 2.5

@@ -1,10 +1,10 @@
-"""The model client's own JSON POST behaves as the OpenAI SDK does, over real HTTP.
+"""The model client on the SDK's typed resources, over real HTTP: errors, retries, requests.
 
-``ModelClient._post`` sends the turn's POSTs on the SDK's HTTP client without the SDK's request
-machinery (bench/RESULTS.md, turn overhead). These tests hold it to the SDK: the same headers
-reach the server, and for every kind of failure the fake can produce it raises the very error
-the SDK raises for the same answer (class, status, code, message), so retry classification
-cannot drift from what the SDK would have told us.
+Every failure the fake can produce reaches the client as the SDK's own error class, and
+``actors.model.retryable`` classifies it once: 429, 5xx, ``conversation_locked``, timeouts and
+dropped connections are retried (with the server's ``Retry-After`` as the least wait), every
+other answer fails the call at once as a ``ModelError`` whose cause is the SDK's error. The SDK
+never retries by itself, and what reaches the server is the request as built.
 """
 
 from __future__ import annotations
@@ -15,110 +15,153 @@ import openai
 import pytest
 import trio
 
-from actors.model import ModelClient, ModelError
+from actors.model import ConversationNotFound, ModelClient, ModelError, retryable
 from actors.retry import RetryPolicy
 from tests.harness import OPENAI_KEY, open_fakes
 
 CONVERSATIONS = r"/conversations$"
 
 
-def _client(url: str, timeout: float = 2.0) -> ModelClient:
+def _client(url: str, timeout: float = 2.0, attempts: int = 1) -> ModelClient:
     return ModelClient(
         api_key=OPENAI_KEY,
         base_url=url,
         model="gpt-4o-mini",
         instructions="Eres un asistente.",
         timeout=timeout,
-        policy=RetryPolicy(attempts=1, base_seconds=0.01, max_seconds=0.01),
+        policy=RetryPolicy(attempts=attempts, base_seconds=0.01, max_seconds=0.01),
     )
 
 
-async def _sdk_error(client: ModelClient, body: dict[str, Any]) -> BaseException:
-    with pytest.raises(openai.OpenAIError) as info:
-        await client._client.post("/conversations", body=body, cast_to=object)
-    return info.value
+async def _failure(client: ModelClient) -> BaseException:
+    """The SDK's error behind the ``ModelError`` of a failed ``conversations.create``."""
+    with pytest.raises(ModelError) as info:
+        await client.create_conversation("573001112233")
+    assert info.value.__cause__ is not None
+    return info.value.__cause__
 
 
-async def _our_error(client: ModelClient, body: dict[str, Any]) -> BaseException:
-    with pytest.raises(openai.OpenAIError) as info:
-        await client._post("/conversations", body)
-    return info.value
-
-
-FAILURES: list[dict[str, Any]] = [
-    {"status": 400, "body": {"error": {"message": "locked", "code": "conversation_locked"}}},
-    {"status": 401},
-    {"status": 403},
-    {"status": 404},
-    {"status": 409},
-    {"status": 422},
-    {"status": 429, "retry_after": 3},
-    {"status": 418},
-    {"status": 500},
-    {"status": 503, "retry_after": 1},
+LOCKED = {"error": {"message": "locked", "code": "conversation_locked"}}
+#: A fault, the SDK's error class for it, and ``retryable``'s verdict (None: not retried).
+FAILURES: list[tuple[dict[str, Any], type[openai.APIStatusError], float | None]] = [
+    ({"status": 400, "body": LOCKED}, openai.BadRequestError, 0.0),
+    ({"status": 400}, openai.BadRequestError, None),
+    ({"status": 401}, openai.AuthenticationError, None),
+    ({"status": 403}, openai.PermissionDeniedError, None),
+    ({"status": 404}, openai.NotFoundError, None),
+    ({"status": 409}, openai.ConflictError, None),
+    ({"status": 422}, openai.UnprocessableEntityError, None),
+    ({"status": 429, "retry_after": 3}, openai.RateLimitError, 3.0),
+    ({"status": 418}, openai.APIStatusError, None),
+    ({"status": 500}, openai.InternalServerError, 0.0),
+    ({"status": 503, "retry_after": 1}, openai.InternalServerError, 1.0),
 ]
 
 
-@pytest.mark.parametrize("fault", FAILURES, ids=lambda f: str(f["status"]))
-async def test_every_error_status_raises_what_the_sdk_raises(fault: dict[str, Any]) -> None:
-    body = {"metadata": {"app": "wabot"}}
+@pytest.mark.parametrize(
+    ("fault", "error", "verdict"),
+    FAILURES,
+    ids=[f"{f['status']}{'-locked' if 'body' in f else ''}" for f, _, _ in FAILURES],
+)
+async def test_every_error_status_is_the_sdk_s_and_classified_once(
+    fault: dict[str, Any], error: type[openai.APIStatusError], verdict: float | None
+) -> None:
     async with open_fakes() as fakes:
         client = _client(fakes.openai_url)
         try:
-            fakes.openai.faults.add(CONVERSATIONS, method="POST", times=2, **fault)
-            expected = await _sdk_error(client, body)
-            got = await _our_error(client, body)
+            fakes.openai.faults.add(CONVERSATIONS, method="POST", times=1, **fault)
+            got = await _failure(client)
         finally:
             await client.aclose()
-    assert type(got) is type(expected)
-    assert isinstance(got, openai.APIStatusError) and isinstance(expected, openai.APIStatusError)
-    assert got.status_code == expected.status_code == fault["status"]
-    assert got.code == expected.code
-    assert got.body == expected.body
-    assert str(got) == str(expected)
-    assert got.response.headers.get("retry-after") == expected.response.headers.get("retry-after")
+        calls = fakes.openai.calls_to(r"^/v1/conversations$", "POST")
+    assert type(got) is error
+    assert isinstance(got, openai.APIStatusError)
+    assert got.status_code == fault["status"]
+    assert (got.code == "conversation_locked") == ("body" in fault)
+    assert got.response.headers.get("retry-after") == (
+        str(fault["retry_after"]) if "retry_after" in fault else None
+    )
+    assert retryable(got) == verdict
+    assert len(calls) == 1, "the SDK retried by itself"
+    assert calls[0].headers.get("x-stainless-retry-count") == "0"
+
+
+async def test_a_retryable_failure_is_retried_and_another_is_not() -> None:
+    async with open_fakes() as fakes:
+        client = _client(fakes.openai_url, attempts=3)
+        try:
+            fakes.openai.faults.add(CONVERSATIONS, method="POST", status=503, times=2)
+            assert (await client.create_conversation("573001112233")).startswith("conv_")
+            fakes.openai.faults.add(CONVERSATIONS, method="POST", status=401, times=1)
+            assert isinstance(await _failure(client), openai.AuthenticationError)
+        finally:
+            await client.aclose()
+        statuses = [c.status for c in fakes.openai.calls_to(r"^/v1/conversations$", "POST")]
+    assert statuses == [503, 503, 200, 401]
 
 
 async def test_a_dropped_request_is_a_connection_error_and_a_slow_one_a_timeout() -> None:
     async with open_fakes() as fakes:
         client = _client(fakes.openai_url, timeout=0.3)
         try:
-            fakes.openai.faults.add(CONVERSATIONS, method="POST", delay=2.0, status=200, times=2)
-            expected = await _sdk_error(client, {})
-            got = await _our_error(client, {})
-            assert type(got) is type(expected) is openai.APITimeoutError
+            fakes.openai.faults.add(CONVERSATIONS, method="POST", delay=2.0, status=200, times=1)
+            got = await _failure(client)
+            # The SDK's read timeout or our deadline on the attempt, whichever fires first.
+            assert isinstance(got, openai.APITimeoutError | trio.TooSlowError)
+            assert retryable(got) == 0.0
         finally:
             await client.aclose()
     # A server that is gone: connection refused, as the SDK reports it.
     client = _client(fakes.openai_url)
     try:
-        got = await _our_error(client, {})
-        expected = await _sdk_error(client, {})
+        got = await _failure(client)
     finally:
         await client.aclose()
-    assert type(got) is type(expected) is openai.APIConnectionError
+    assert type(got) is openai.APIConnectionError
+    assert retryable(got) == 0.0
 
 
-async def test_the_server_sees_the_sdk_headers_and_the_body_as_built() -> None:
+async def test_a_conversation_openai_does_not_know_is_conversation_not_found() -> None:
+    async with open_fakes() as fakes:
+        client = _client(fakes.openai_url, attempts=3)
+        try:
+            with pytest.raises(ConversationNotFound) as info:
+                await client.respond(
+                    conversation_id="conv_gone",
+                    input_items=[{"role": "user", "content": "hola"}],
+                    user_id="573001112233",
+                )
+        finally:
+            await client.aclose()
+        calls = fakes.openai.calls_to(r"^/v1/responses$", "POST")
+    assert isinstance(info.value.__cause__, openai.NotFoundError)
+    assert len(calls) == 1, "a lost conversation is not retried"
+
+
+async def test_the_server_sees_the_request_as_built() -> None:
     async with open_fakes() as fakes:
         client = _client(fakes.openai_url)
         try:
-            conversation = await client._post("/conversations", {"metadata": {"app": "wabot"}})
-            await client._client.post(
-                "/conversations", body={"metadata": {"app": "wabot"}}, cast_to=object
+            conversation = await client.create_conversation("573001112233")
+            reply = await client.respond(
+                conversation_id=conversation,
+                input_items=[{"role": "user", "content": "hola"}],
+                user_id="573001112233",
             )
         finally:
             await client.aclose()
-        ours, sdks = [c for c in fakes.openai.calls if c.path == "/v1/conversations"]
-    assert conversation["id"].startswith("conv_")
-    assert ours.json == sdks.json
-    # Per-request headers the SDK adds (retry count, read timeout, idempotency) aside, the
-    # same identity and authentication.
-    per_request = {"x-stainless-retry-count", "x-stainless-read-timeout", "idempotency-key"}
-    for name, value in sdks.headers.items():
-        if name.lower() in per_request or name.lower() in {"content-length", "host"}:
-            continue
-        assert ours.headers.get(name) == value, name
+        [created] = fakes.openai.calls_to(r"^/v1/conversations$", "POST")
+        [responded] = fakes.openai.calls_to(r"^/v1/responses$", "POST")
+    assert conversation.startswith("conv_") and reply.text == "Recibido: hola"
+    assert reply.response_id and not reply.calls
+    assert created.json["metadata"]["app"] == "wabot"
+    assert created.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    body = responded.json
+    assert body["conversation"] == conversation
+    assert body["input"] == [{"role": "user", "content": "hola"}]
+    assert body["instructions"] == "Eres un asistente."
+    assert (body["truncation"], body["store"], body["model"]) == ("auto", True, "gpt-4o-mini")
+    assert len(body["safety_identifier"]) == 64 and "573001112233" not in str(body)
 
 
 async def _plain_text_server(task_status: trio.TaskStatus[str]) -> None:
@@ -155,7 +198,11 @@ async def test_a_success_that_is_not_json_is_a_model_error() -> None:
         client = _client(url)
         try:
             with pytest.raises(ModelError, match="not JSON"):
-                await client._post("/conversations", {})
+                await client.respond(
+                    conversation_id="conv_1",
+                    input_items=[{"role": "user", "content": "hola"}],
+                    user_id="573001112233",
+                )
         finally:
             await client.aclose()
         nursery.cancel_scope.cancel()
