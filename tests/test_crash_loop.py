@@ -54,7 +54,7 @@ async def test_crash_loop_is_capped_parked_and_isolated(tmp_path: Path) -> None:
             tmp_path,
             restart_limit=3,
             restart_window_seconds=5.0,
-            park_seconds=3.0,
+            park_seconds=6.0,  # long enough to be seen parked on a loaded machine
             mailbox_size=8,
         )
         async with open_bot(fakes, settings, wrap_behavior=wrap) as bot:
@@ -92,7 +92,7 @@ async def test_crash_loop_is_capped_parked_and_isolated(tmp_path: Path) -> None:
 
             # After the park the actor runs again and crashes again on the waiting messages:
             # capped again, one more fallback for the new burst, still nobody else affected.
-            await wait_until(lambda: supervisor.counters.give_ups == 2, timeout=10)
+            await wait_until(lambda: supervisor.counters.give_ups == 2, timeout=20)
             await fakes.whapi.wait_sent(2, to=CHAT)
             assert len(fakes.whapi.sent_to(CHAT)) == 2
             await wait_until(lambda: not bot.service.store.pending_for(POISONED))
