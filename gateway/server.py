@@ -177,6 +177,8 @@ class Shell:
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         service = self.service
+        if (advice := tuning.allocator_advice()) is not None:
+            log.log(logging.WARNING if service.settings.production else logging.INFO, advice)
         async with trio.open_nursery() as nursery:
             if self.signals:
                 await nursery.start(self._drain_on_signals)
@@ -251,6 +253,11 @@ class Shell:
             self._marker = settings.data_dir / SANDBOX_FILE
             self._marker.write_text(
                 json.dumps({"hook_url": f"{self.url}/hook", "whapi_url": self.sandbox.whapi_url})
+            )
+        else:
+            log.warning(
+                "the sandbox's echo webhooks and `wabot say` need the server's URL, which "
+                "hypercorn's command does not tell the app: run `wabot serve` (make run)"
             )
         print(SANDBOX_BANNER.format(missing=" and ".join(self._missing)), flush=True)
 

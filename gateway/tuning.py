@@ -173,6 +173,16 @@ class MemoryTrimmer:
             log.debug("gave freed memory back in %.1f ms", (time.perf_counter() - started) * 1e3)
 
 
+def allocator_advice() -> str | None:
+    """What to tell the operator when Python is not on the C allocator (None when it is)."""
+    if os.environ.get("PYTHONMALLOC") == "malloc":
+        return None
+    return (
+        "PYTHONMALLOC is not 'malloc': memory freed when customers' actors retire stays with "
+        "the process (see README, Deploying)"
+    )
+
+
 def exit_fast(code: int) -> NoReturn:
     """Flush the logs and standard streams, then exit without the interpreter's teardown.
 
