@@ -85,12 +85,25 @@ class Gateway:
         self.delivery_timeout = max(1.0, settings.whapi_timeout_seconds)
 
     async def handle(self, body: Any) -> Outcome:
+        """Parse a decoded webhook body and ``accept`` it."""
+        return await self.accept(self.parse(body))
+
+    def parse(self, body: Any) -> ParsedWebhook | None:
+        """What ``body`` means, or None if the parser failed (logged; ``accept`` answers 200).
+
+        It reads and changes no state of the gateway, so it may run in a worker thread.
+        """
         try:
-            parsed = parse_webhook(body, allow_groups=not self.settings.ignore_groups)
+            return parse_webhook(body, allow_groups=not self.settings.ignore_groups)
         except Exception:
             # The parser is total by design (fuzzed); should a bug slip through anyway, a 500
             # would make Whapi redeliver the same body for days. Log it and accept it.
             log.exception("webhook body could not be parsed; acknowledged and ignored")
+            return None
+
+    async def accept(self, parsed: ParsedWebhook | None) -> Outcome:
+        """Journal and route a parsed webhook; the answer the webhook gets."""
+        if parsed is None:
             self.counters.webhook("parse_error")
             self.counters.ignored["parse_error"] = self.counters.ignored.get("parse_error", 0) + 1
             return Outcome(200, {"received": True})

@@ -2,11 +2,10 @@
 
 The webhook is the one path every customer message and every echo of wabot's own replies
 takes, at hundreds per second; everything else (health, metrics, admin, audio) is rare and
-stays with Quart. For each request quart-trio opens a nursery with two tasks, builds request
-and app contexts, routes through werkzeug and wraps the answer in a response object: with
-1k users over HTTP that was 0.41 of the 0.99 ms of main-thread CPU wabot spent per webhook
-(0.59 ms through this endpoint, same run; bench/RESULTS.md, ingest). This endpoint reads
-the body itself and answers with the same statuses and JSON bodies the Quart route did:
+stays with Quart. It stays a bare endpoint because the same webhook as a plain Quart route
+misses the ingest target of 80 % of the bare quart-trio endpoint (bench/RESULTS.md, "Issue 20:
+/hook, Quart route or bare endpoint"). It reads the body itself and answers with the statuses
+and JSON bodies of a Quart route:
 
 - 401 ``unauthorized`` when ``WABOT_WEBHOOK_SECRET`` is set and ``X-Webhook-Secret`` differs
   (constant-time comparison; the body is not read), logged once with the reason;
@@ -16,7 +15,10 @@ the body itself and answers with the same statuses and JSON bodies the Quart rou
 - 400 for a body that is not JSON;
 - otherwise whatever the gateway decides (200, or 503 when the inbox cannot be written).
 
-Any other method on ``/hook`` gets 405.
+Any other method on ``/hook`` gets 405. A body over ``OFFLOAD_BYTES`` is decoded and parsed in
+a worker thread, at most ``OFFLOAD_THREADS`` at once (their own limiter, not trio's default
+one), so that a flood of big bodies does not stall the event loop; smaller ones, nearly every
+webhook, are decoded on the loop, where a thread would cost more than the decoding.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import trio
 
 from gateway.app import SECRET_HEADER, secrets_match
 from gateway.logs import log_refusal
+from gateway.parse import ParsedWebhook
 from gateway.service import Service
 
 log = logging.getLogger("gateway.hook")
@@ -41,6 +44,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: How long the whole body may take to arrive (Quart's ``BODY_TIMEOUT`` for this route).
 BODY_TIMEOUT_SECONDS = 30.0
+#: Bodies larger than this are decoded and parsed in a worker thread, not on the event loop.
+OFFLOAD_BYTES = 64 * 1024
+#: At most this many big bodies are decoded at once; a flood of them waits for its turn.
+OFFLOAD_THREADS = 2
 
 _SECRET = SECRET_HEADER.lower().encode("latin-1")
 
@@ -64,6 +71,7 @@ class HookEndpoint:
         self.body_timeout = body_timeout
         self.max_body = service.settings.max_body_bytes
         self.secret = service.settings.webhook_secret or None
+        self.big_bodies = trio.CapacityLimiter(OFFLOAD_THREADS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/hook":
@@ -124,15 +132,32 @@ class HookEndpoint:
         except _Disconnected:
             return  # nobody to answer; nothing was journaled
         try:
-            body = json.loads(raw)
+            if len(raw) <= OFFLOAD_BYTES:
+                parsed = gateway.parse(json.loads(raw))
+            else:
+                parsed = await trio.to_thread.run_sync(
+                    _decode_and_parse, gateway.parse, raw, limiter=self.big_bodies
+                )
         except (ValueError, UnicodeDecodeError, RecursionError):
             service.reject("malformed")
             await _answer(send, 400, b'{"error":"malformed JSON"}')
             return
-        outcome = await gateway.handle(body)
+        outcome = await gateway.accept(parsed)
         await _answer(
             send, outcome.status, json.dumps(outcome.body, separators=(",", ":")).encode()
         )
+
+
+def _decode_and_parse(
+    parse: Callable[[Any], ParsedWebhook | None], raw: bytes
+) -> ParsedWebhook | None:
+    # The object hook is a Python call per JSON object: without one the decoder, C code, holds
+    # the GIL from the body's first byte to its last, and the event loop's thread waits.
+    return parse(json.loads(raw, object_hook=_same))
+
+
+def _same(value: dict[str, Any]) -> dict[str, Any]:
+    return value
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

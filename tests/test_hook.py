@@ -1,20 +1,24 @@
 """The webhook endpoint (``gateway.hook``) in front of the Quart app.
 
 Secrets, draining, size caps and malformed JSON are covered over HTTP by test_security,
-test_core and test_fuzz_webhook. Here: what only this endpoint decides (other methods, a
-body sent in pieces, one that never completes, a client that leaves), and that every other
-path still reaches Quart.
+test_core and test_fuzz_webhook, a flood of big bodies by test_big_bodies. Here: what only
+this endpoint decides (other methods, a body sent in pieces, one that never completes, a
+client that leaves, a big body parsed in a worker thread), and that every other path still
+reaches Quart.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
-from gateway.hook import HookEndpoint
+import gateway.hook
+from gateway.hook import OFFLOAD_BYTES, HookEndpoint
 from sandbox.payloads import text_message, webhook
 from tests.harness import SECRET, make_settings, open_bot, open_fakes, wait_until
 
@@ -54,6 +58,34 @@ async def test_a_body_sent_in_pieces_is_one_webhook(tmp_path: Path) -> None:
         assert response.status_code == 200, response.text
         assert response.json() == {"received": True}
         await wait_until(lambda: len(fakes.whapi.calls_to("/messages/text")) == 1)
+
+
+async def test_a_big_body_is_parsed_in_a_worker_thread_and_journaled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[threading.Thread] = []
+    decode_and_parse = gateway.hook._decode_and_parse
+
+    def recorded(parse: Any, raw: bytes) -> Any:
+        threads.append(threading.current_thread())
+        return decode_and_parse(parse, raw)
+
+    monkeypatch.setattr(gateway.hook, "_decode_and_parse", recorded)
+    async with (
+        open_fakes() as fakes,
+        open_bot(fakes, make_settings(fakes, tmp_path / "data")) as bot,
+    ):
+        text = "una consulta muy larga " * (OFFLOAD_BYTES // 20)
+        small = webhook([text_message("573001112255", "hola")])
+        big = webhook([text_message("573001112266", text)])
+        assert len(json.dumps(small)) <= OFFLOAD_BYTES < len(json.dumps(big))
+        assert (await bot.post(small)).status_code == 200
+        assert threads == []  # a small body is decoded on the event loop
+        response = await bot.post(big)
+        assert response.status_code == 200, response.text
+        assert len(threads) == 1 and threads[0] is not threading.main_thread()
+        await wait_until(lambda: len(fakes.whapi.calls_to("/messages/text")) == 2)
+        assert (await bot.post(None, raw=b"[" * OFFLOAD_BYTES + b"]")).status_code == 400
 
 
 class Recorder:
