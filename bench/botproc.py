@@ -15,6 +15,9 @@ For ``bench.tuning`` only:
   ``PYTHONMALLOC``, as in production;
 - ``BENCH_GC_FILE``: every full collection's count and pauses (JSON, rewritten each 0.5 s and
   at exit), counted whether or not pacing is on.
+
+For ``bench.ingest --hook`` only: ``BENCH_HOOK=route`` serves ``POST /hook`` as a Quart route
+(``bench.hook_route``) instead of the bare ASGI endpoint in front of the app.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from typing import Any
 import trio
 
 from actors.settings import Settings
-from gateway import logs, tuning
+from bench import hook_route
+from gateway import logs, server, tuning
 from gateway.server import Running, run_server
 
 KNOBS = ("freeze", "trim", "stop_collecting", "exit_fast")
@@ -99,7 +103,23 @@ async def _main(settings: Settings, gc_file: Path | None) -> None:
         collections.write(gc_file)
 
 
+def serve_hook_as_route() -> None:
+    """The shell builds ``HookEndpoint(service, app)``: build the route instead."""
+    if not hasattr(server, "HookEndpoint"):
+        raise SystemExit("BENCH_HOOK=route: gateway.server no longer builds a HookEndpoint")
+
+    def route(service: Any, app: Any) -> Any:
+        return hook_route.register_route(app, service)
+
+    server.HookEndpoint = route  # type: ignore[misc,assignment]
+
+
 def main() -> int:
+    hook_kind = os.environ.get("BENCH_HOOK", "endpoint")
+    if hook_kind not in {"endpoint", "route"}:
+        raise SystemExit(f"BENCH_HOOK: {hook_kind!r} is neither endpoint nor route")
+    if hook_kind == "route":
+        serve_hook_as_route()
     off = {knob for knob in os.environ.get("BENCH_TUNING_OFF", "").split(",") if knob}
     switch_off(off)
     gc_file = os.environ.get("BENCH_GC_FILE")

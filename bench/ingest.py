@@ -8,6 +8,8 @@ Subjects (each its own process, same hypercorn trio worker and config):
   told to its user actor (spawning it on first sight). The buffer window is set very long
   (``WABOT_BUFFER_SECONDS=3600`` with the caps raised), so **turns do not run**: this measures
   ingest alone. Actor activations still call the fake Whapi (presence subscription).
+  ``--hook endpoint --hook route`` runs one such subject per way of serving ``POST /hook``
+  (``bench.botproc``'s ``BENCH_HOOK``), their slices taking turns between the same bare slices.
 
 Load: ``wrk`` (closed loop, ``-t1 -c32``, ``bench/hook.lua``: unique message ids, users drawn
 from 1, 1k or 100k phone numbers; a fresh data directory per run) for throughput, and the
@@ -105,7 +107,42 @@ def run_wrk(url: str, users: int, seconds: int, warmup: int) -> dict[str, Any]:
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
+def _ms_each(cpu_seconds: float, requests: int) -> float:
+    return round(cpu_seconds / max(1, requests) * 1e3, 3)
+
+
+def _errors(open_result: dict[str, Any]) -> int:
+    return int(open_result["non_2xx"] + open_result["socket_errors"] + open_result["unfinished"])
+
+
+def _row(
+    users: int,
+    hook: str,
+    slices: list[dict[str, Any]],
+    cpu: float,
+    live: Any,
+    rss: float,
+) -> dict[str, Any]:
+    requests = sum(x["requests"] for x in slices)
+    return {
+        "users": users,
+        "hook": hook,
+        "rps": round(statistics.mean(x["rps"] for x in slices), 2),
+        "requests": requests,
+        "non_2xx": sum(x["non_2xx"] for x in slices),
+        "socket_errors": [x["socket_errors"] for x in slices],
+        "p50": slices[len(slices) // 2]["p50"],
+        "p99": max((x["p99"] for x in slices), key=_ms),
+        "bare_rps": round(statistics.mean(x["bare_rps"] for x in slices), 2),
+        "ratio_vs_bare": round(statistics.median(x["ratio"] for x in slices), 3),
+        "slices": slices,
+        "cpu_ms_per_request": _ms_each(cpu, requests),
+        "live_actors": live,
+        "rss_mib": rss,
+    }
+
+
+def run(quick: bool, hooks: tuple[str, ...] = ("endpoint",)) -> dict[str, Any]:
     # Each wabot row runs in slices, each between two bare slices: this VM's speed drifts by
     # tens of per cent within minutes, and a slice's ratio to its neighbours cancels the drift
     # slower than a slice. The row's ratio is the median of its slices' ratios.
@@ -125,9 +162,17 @@ def run(quick: bool) -> dict[str, Any]:
         # compared with the mean of the bare runs just before and just after it.
         bare = Proc([PYTHON, "-m", "bench.bare_app"], log=base / "bare.log")
         bare_url = bare.wait_ready(30)
+
+        def bare_slice() -> None:
+            cpu0 = cpu_seconds(bare.pid)
+            tp = run_wrk(bare_url + "/hook", 1000, slice_seconds, 0)
+            tp["cpu_ms_per_request"] = _ms_each(cpu_seconds(bare.pid) - cpu0, tp["requests"])
+            bare_runs.append(tp)
+
         try:
             if wrk_available():
-                bare_runs.append(run_wrk(bare_url + "/hook", 1000, slice_seconds, warmup))
+                run_wrk(bare_url + "/hook", 1000, warmup, 0)
+                bare_slice()
             bare_open = loadgen.call(
                 "openloop",
                 open_seconds + 60,
@@ -138,74 +183,72 @@ def run(quick: bool) -> dict[str, Any]:
                 users=1000,
             )
             # -- wabot, in slices alternating with bare slices --------------------------------
+            # With several hooks, one subject per hook is up for the row and their slices take
+            # turns: bare, hook 1, bare, hook 2, bare, hook 1, ...
             for users in USER_COUNTS:
                 if not wrk_available():
                     break
-                data = base / f"data-{users}"
-                bot, url = start_bot(bot_env(loadgen.fakes, data, **LONG_BUFFER), base / "bot.log")
-                slices: list[dict[str, Any]] = []
+                bots: dict[str, tuple[Proc, str]] = {}
+                slices: dict[str, list[dict[str, Any]]] = {kind: [] for kind in hooks}
+                cpu: dict[str, float] = {}
                 try:
-                    run_wrk(url + "/hook", users, warmup, 0)
-                    cpu0 = cpu_seconds(bot.pid)
+                    for kind in hooks:
+                        env = bot_env(loadgen.fakes, base / f"data-{users}-{kind}", **LONG_BUFFER)
+                        env["BENCH_HOOK"] = kind
+                        bots[kind] = start_bot(env, base / f"bot-{kind}.log")
+                        run_wrk(bots[kind][1] + "/hook", users, warmup, 0)
+                        cpu[kind] = -cpu_seconds(bots[kind][0].pid)
                     for _ in range(n_slices):
-                        before = bare_runs[-1]["rps"]
-                        tp = run_wrk(url + "/hook", users, slice_seconds, 0)
-                        bare_runs.append(run_wrk(bare_url + "/hook", 1000, slice_seconds, 0))
-                        baseline = (before + bare_runs[-1]["rps"]) / 2
-                        slices.append(
-                            {**tp, "bare_rps": baseline, "ratio": round(tp["rps"] / baseline, 3)}
-                        )
-                    cpu = cpu_seconds(bot.pid) - cpu0  # its share of the bare slices is idle
-                    metrics = loadgen.call("metrics", 30, url=url)["metrics"]
-                    live, rss = metrics.get("wabot_live_actors"), mib(rss_bytes(bot.pid))
+                        for kind in hooks:
+                            before = bare_runs[-1]["rps"]
+                            tp = run_wrk(bots[kind][1] + "/hook", users, slice_seconds, 0)
+                            bare_slice()
+                            baseline = (before + bare_runs[-1]["rps"]) / 2
+                            ratio = round(tp["rps"] / baseline, 3)
+                            slices[kind].append({**tp, "bare_rps": baseline, "ratio": ratio})
+                    # Each subject's CPU over the row: its share of the other slices is idle.
+                    stats = {}
+                    for kind, (bot, url) in bots.items():
+                        cpu[kind] += cpu_seconds(bot.pid)
+                        metrics = loadgen.call("metrics", 30, url=url)["metrics"]
+                        stats[kind] = (metrics.get("wabot_live_actors"), mib(rss_bytes(bot.pid)))
                 finally:
-                    bot.stop(60)
-                requests = sum(x["requests"] for x in slices)
-                rows.append(
-                    {
-                        "users": users,
-                        "rps": round(statistics.mean(x["rps"] for x in slices), 2),
-                        "requests": requests,
-                        "non_2xx": sum(x["non_2xx"] for x in slices),
-                        "socket_errors": [x["socket_errors"] for x in slices],
-                        "p50": slices[len(slices) // 2]["p50"],
-                        "p99": max((x["p99"] for x in slices), key=_ms),
-                        "bare_rps": round(statistics.mean(x["bare_rps"] for x in slices), 2),
-                        "ratio_vs_bare": round(statistics.median(x["ratio"] for x in slices), 3),
-                        "slices": slices,
-                        "cpu_ms_per_request": round(cpu / max(1, requests) * 1e3, 3),
-                        "live_actors": live,
-                        "rss_mib": rss,
-                    }
-                )
+                    for bot, _url in bots.values():
+                        bot.stop(60)
+                for kind in hooks:
+                    rows.append(_row(users, kind, slices[kind], cpu[kind], *stats[kind]))
         finally:
             bare.stop(10)
-        data = base / "data-open"
-        bot, url = start_bot(bot_env(loadgen.fakes, data, **LONG_BUFFER), base / "bot.log")
-        try:
-            wabot_open = loadgen.call(
-                "openloop",
-                open_seconds + 60,
-                url=url + "/hook",
-                rate=OPEN_RATE,
-                count=OPEN_RATE * open_seconds,
-                max_seconds=open_seconds,
-                users=1000,
-                user_base=573_400_000_000,
-            )
-        finally:
-            bot.stop(60)
+        wabot_open: dict[str, Any] = {}
+        for n, kind in enumerate(hooks):
+            env = bot_env(loadgen.fakes, base / f"data-open-{kind}", **LONG_BUFFER)
+            bot, url = start_bot({**env, "BENCH_HOOK": kind}, base / f"bot-{kind}.log")
+            try:
+                wabot_open[kind] = loadgen.call(
+                    "openloop",
+                    open_seconds + 60,
+                    url=url + "/hook",
+                    rate=OPEN_RATE,
+                    count=OPEN_RATE * open_seconds,
+                    max_seconds=open_seconds,
+                    users=1000,
+                    user_base=573_400_000_000 + n * 1_000_000,
+                )
+            finally:
+                bot.stop(60)
     finally:
         loadgen.close()
         cleanup(base)
-    for open_result in (bare_open, wabot_open):
+    for open_result in (bare_open, *wabot_open.values()):
         open_result.pop("event", None)
         open_result.pop("cmd", None)
-    lat = wabot_open["latency"]
-    errors = wabot_open["non_2xx"] + wabot_open["socket_errors"] + wabot_open["unfinished"]
     worst_ratio = min((r["ratio_vs_bare"] for r in rows), default=None)
+    open_met = {
+        kind: o["latency"]["p99_ms"] <= 250 and _errors(o) == 0 for kind, o in wabot_open.items()
+    }
     result.update(
         {
+            "hooks": list(hooks),
             "bare": {"wrk_runs": bare_runs, "open_loop": bare_open},
             "wabot": rows,
             "wabot_open_loop": wabot_open,
@@ -217,15 +260,16 @@ def run(quick: bool) -> dict[str, Any]:
                 },
                 "open_loop_p99_ms": {
                     "target": "<= 250 at 500/s, 0 errors",
-                    "p99_ms": lat["p99_ms"],
-                    "errors": errors,
-                    "achieved_rate": wabot_open["achieved_rate"],
-                    "met": lat["p99_ms"] <= 250 and errors == 0,
+                    "p99_ms": {k: o["latency"]["p99_ms"] for k, o in wabot_open.items()},
+                    "errors": {k: _errors(o) for k, o in wabot_open.items()},
+                    "achieved_rate": {k: o["achieved_rate"] for k, o in wabot_open.items()},
+                    "met": all(open_met.values()),
                 },
             },
         }
     )
-    write_result("ingest", result)
+    # A comparison of hooks is a result of its own, beside the benchmark's usual one.
+    write_result("ingest" if len(hooks) == 1 else "ingest-hooks", result)
     _print(result)
     return result
 
@@ -234,12 +278,22 @@ def _print(result: dict[str, Any]) -> None:
     rows = []
     for n, b in enumerate(result["bare"]["wrk_runs"]):
         rows.append(
-            ["bare", f"run {n + 1}", b["rps"], "-", "-", b["p50"], b["p99"], b["non_2xx"], "-"]
+            [
+                "bare",
+                f"run {n + 1}",
+                b["rps"],
+                "-",
+                "-",
+                b["p50"],
+                b["p99"],
+                b["non_2xx"],
+                b.get("cpu_ms_per_request", "-"),
+            ]
         )
     for r in result["wabot"]:
         rows.append(
             [
-                "wabot",
+                f"wabot ({r['hook']})",
                 r["users"],
                 r["rps"],
                 r["bare_rps"],
@@ -267,7 +321,9 @@ def _print(result: dict[str, Any]) -> None:
         rows,
     )
     open_rows = []
-    for name, o in (("bare", result["bare"]["open_loop"]), ("wabot", result["wabot_open_loop"])):
+    subjects = [("bare", result["bare"]["open_loop"])]
+    subjects += [(f"wabot ({kind})", o) for kind, o in result["wabot_open_loop"].items()]
+    for name, o in subjects:
         lat = o["latency"]
         open_rows.append(
             [
@@ -279,7 +335,7 @@ def _print(result: dict[str, Any]) -> None:
                 lat["p99_ms"],
                 lat["p99.9_ms"],
                 lat["max_ms"],
-                o["non_2xx"] + o["socket_errors"] + o["unfinished"],
+                _errors(o),
             ]
         )
     print_table(
@@ -300,7 +356,14 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    run(parser.parse_args().quick)
+    parser.add_argument(
+        "--hook",
+        action="append",
+        choices=["endpoint", "route"],
+        help="how wabot serves POST /hook (botproc's BENCH_HOOK); repeat to compare in one run",
+    )
+    args = parser.parse_args()
+    run(args.quick, tuple(args.hook or ["endpoint"]))
 
 
 if __name__ == "__main__":
