@@ -27,7 +27,7 @@ MANY = 30_000
 MAX_EXTRA_LAG = 0.2
 #: The median and the worst acknowledgement of a small webhook during the flood (journaled
 #: with an fsync, which this machine's disk sometimes stalls).
-MEDIAN_ACK = 0.25
+MEDIAN_ACK = 0.5
 MAX_ACK = 2.0
 
 

@@ -84,7 +84,8 @@ async def test_a_big_body_is_parsed_in_a_worker_thread_and_journaled(
         response = await bot.post(big)
         assert response.status_code == 200, response.text
         assert len(threads) == 1 and threads[0] is not threading.main_thread()
-        await wait_until(lambda: len(fakes.whapi.calls_to("/messages/text")) == 2)
+        for user in ("573001112255", "573001112266"):  # each is answered
+            assert await fakes.whapi.wait_sent(1, to=user)
         assert (await bot.post(None, raw=b"[" * OFFLOAD_BYTES + b"]")).status_code == 400
 
 
