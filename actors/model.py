@@ -186,6 +186,19 @@ class ModelClient:
         except FAILURES as exc:
             raise model_error(exc) from exc
 
+    async def list_items(self, conversation_id: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The conversation's newest ``limit`` items, oldest first (what the console shows)."""
+        what = "conversations.items.list"
+        try:
+            async for attempt in self._policy.retrying(retryable, what=what):
+                with attempt, trio.fail_after(self._timeout):
+                    page = await self._client.conversations.items.list(
+                        conversation_id, limit=limit, order="desc"
+                    )
+        except FAILURES as exc:
+            raise model_error(exc) from exc
+        return [item.model_dump() for item in reversed(page.data)]
+
     async def respond(
         self,
         *,

@@ -206,3 +206,23 @@ async def test_a_success_that_is_not_json_is_a_model_error() -> None:
         finally:
             await client.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_list_items_gives_the_newest_items_oldest_first() -> None:
+    async with open_fakes() as fakes:
+        client = _client(fakes.openai_url)
+        try:
+            conversation = await client.create_conversation("573001112233")
+            for text in ("uno", "dos"):
+                await client.respond(
+                    conversation_id=conversation,
+                    input_items=[{"type": "message", "role": "user", "content": text}],
+                    user_id="573001112233",
+                )
+            items = await client.list_items(conversation, limit=20)
+            last_two = await client.list_items(conversation, limit=2)
+        finally:
+            await client.aclose()
+    roles = [i.get("role") for i in items if i.get("type") == "message"]
+    assert roles[-4:] == ["user", "assistant", "user", "assistant"], items
+    assert last_two == items[-2:]
