@@ -169,6 +169,7 @@ def pause_of(data_dir: Path, user: str) -> str | None:
     from store.cli import read_consistent
     from store.layout import DataFiles
 
+    logging.getLogger("store").setLevel(logging.WARNING)  # its load line is not for the user
     try:
         loaded = read_consistent(DataFiles(data_dir), store_config(Settings(data_dir=data_dir)))
     except Exception:  # a store being compacted or damaged: the reply will tell
