@@ -19,7 +19,6 @@ import httpx
 import trio
 
 from actors.events import InboundMessage, MediaRef
-from actors.httpclients import AcyclicAsyncClient
 
 log = logging.getLogger("actors.media")
 
@@ -50,7 +49,7 @@ class MediaFetcher:
         self._token = whapi_token
         self.max_bytes = max_bytes
         self.timeout = timeout
-        self._http = AcyclicAsyncClient(
+        self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             follow_redirects=True,
             transport=transport,
