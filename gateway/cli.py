@@ -28,17 +28,15 @@ log = logging.getLogger("wabot")
 
 
 def entry() -> NoReturn:
-    """The console script: ``main``; a ``serve`` that stopped cleanly exits without teardown."""
+    """The console script."""
     code = main()
-    if code == 0 and _served_and_closed:
-        from gateway.tuning import exit_fast
-
-        exit_fast(code)
+    # Done (a serve drained and closed): a late signal must not turn the exit status into
+    # death by signal. Only here, at the process's end: ``serve`` itself leaves signal
+    # dispositions alone, or a process that calls it (a test) would pass SIG_IGN on to every
+    # child it starts later.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
     sys.exit(code)
-
-
-#: Set by ``serve`` once the server drained and closed everything (``tuning.exit_fast``).
-_served_and_closed = False
 
 
 DESCRIPTION = (
@@ -128,17 +126,11 @@ def serve(settings: Settings) -> int:
     except* STARTUP_PROBLEMS as group:
         # ``return`` is not allowed inside ``except*``: collect, then answer below.
         refused.extend(problems_of(group))
-    finally:
-        # Drained and closed: a late signal must not turn exit 0 into death by signal.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, signal.SIG_IGN)
     if refused:
         for exc in refused:
             print(f"wabot: {exc}", file=sys.stderr)
         return 2
     log.info("stopped cleanly")
-    global _served_and_closed
-    _served_and_closed = True
     return 0
 
 
