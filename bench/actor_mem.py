@@ -55,9 +55,14 @@ class Minimal:
         return None
 
 
+#: ``--no-trim`` (``bench.tuning``): RSS as it is, without giving the C heap's free pages back.
+TRIM = True
+
+
 def _rss() -> int:
     gc.collect()
-    release_free_memory()
+    if TRIM:
+        release_free_memory()
     return rss_bytes(_pid())
 
 
@@ -182,7 +187,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kind", choices=("minimal", "user"), required=True)
     parser.add_argument("--actors", type=int, required=True)
+    parser.add_argument("--no-trim", action="store_true", help="never call malloc_trim")
     args = parser.parse_args()
+    global TRIM
+    TRIM = not args.no_trim
     runner = _minimal if args.kind == "minimal" else _user
     result = trio.run(runner, args.actors)
     print(json.dumps({"kind": args.kind, **result}), flush=True)

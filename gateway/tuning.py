@@ -1,29 +1,24 @@
 """Process-wide tuning of CPython's memory management, all of it here.
 
-Each knob has one setting and one reason; the figures that justify keeping it are in
-bench/RESULTS.md ("Process-wide tuning"), measured at 10k live actors.
+Each knob has one setting and one reason (the figures that keep it are in bench/RESULTS.md,
+"Process-wide tuning at 10k live actors"):
 
-- **Full collections paced** (``WABOT_GC_FULL_INTERVAL_SECONDS``, 30): a full collection walks
-  every live actor, and while new customers arrive CPython starts them back to back.
-  ``FullCollectionPacer`` keeps CPython's own rule and only rate-limits it: when a full
-  collection ends, automatic ones are switched off (``threshold2`` out of reach) and switched
-  back on ``interval`` seconds later; young generations and explicit ``gc.collect()`` calls
-  are untouched. It also counts full collections and their pauses for ``/metrics``.
-- **Startup heap frozen** (``freeze_startup_heap``, once the service is up): what start-up
-  allocated (modules, the SDKs' models, loaded records) lives as long as the process, so the
-  cycle collector need not walk it again; reference counting still frees frozen objects.
-- **No collection once told to stop** (``stop_collecting_for_exit``, on SIGTERM/SIGINT): the
-  process exits after the drain, and the collection over what the stopped actors left would
-  run inside the store's final snapshot.
-- **Freed C memory given back** (``TRIM_INTERVAL_SECONDS``): glibc keeps the pages of freed
-  objects, so RSS stays at its peak after customers' actors retire; ``MemoryTrimmer`` calls
-  ``malloc_trim`` that often, in a worker thread (a no-op where the C library lacks it).
-- **Exit without teardown** (``exit_fast``, after a clean ``wabot serve``): once the store's
-  final snapshot is on disk, freeing the heap object by object only delays the exit.
+- ``FullCollectionPacer`` (``WABOT_GC_FULL_INTERVAL_SECONDS``, 30 s): a full collection walks
+  every live actor, and while new customers arrive CPython runs them back to back, so at most
+  one automatic full collection runs per interval (young generations and explicit
+  ``gc.collect()`` calls are untouched; pauses are counted for ``/metrics``).
+- ``freeze_startup_heap`` (once, when the service is up): what start-up allocated lives as
+  long as the process, so taking it out of the collector's walk shortens every full collection.
+- ``stop_collecting_for_exit`` (on SIGTERM or SIGINT): the process exits after the drain, so
+  a full collection over everything live would only lengthen the drain and the final snapshot.
+- ``MemoryTrimmer`` (``TRIM_INTERVAL_SECONDS``, 30 s; also at once after the watchdog
+  passivated actors): glibc keeps the pages of freed objects, so without ``malloc_trim`` RSS
+  stays at its peak after customers' actors retire (a no-op where the C library lacks it).
 
-The allocator is the environment's choice, never this process's: ``PYTHONMALLOC=malloc`` puts
-Python's objects on the C allocator, whose freed memory ``malloc_trim`` can give back (the
-Makefile's ``run`` target and the README's production command set it).
+The allocator is the environment's choice, never the process's: ``PYTHONMALLOC=malloc`` puts
+Python's objects on the C allocator, whose freed pages ``malloc_trim`` can give back (CPython's
+own allocator keeps an arena while one object in it lives); the Makefile's ``run`` target and
+the README's production command set it, and ``allocator_advice`` says so when it is not set.
 """
 
 from __future__ import annotations
@@ -34,9 +29,8 @@ import functools
 import gc
 import logging
 import os
-import sys
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 import trio
 
@@ -181,15 +175,3 @@ def allocator_advice() -> str | None:
         "PYTHONMALLOC is not 'malloc': memory freed when customers' actors retire stays with "
         "the process (see README, Deploying)"
     )
-
-
-def exit_fast(code: int) -> NoReturn:
-    """Flush the logs and standard streams, then exit without the interpreter's teardown.
-
-    Only once everything durable is closed (the store's final snapshot fsynced, sockets
-    closed).
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
