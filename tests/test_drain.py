@@ -86,14 +86,14 @@ async def test_sigterm_mid_buffer_exits_at_once_and_the_restart_answers_once(
                 response = await bot.post(payloads.webhook([payloads.text_message(USER, text)]))
                 assert response.status_code == 200
             # ``serve`` runs on the allocator its environment names (here none): it never
-            # re-executes itself to pick another (tests/test_cli.py, no re-exec).
+            # re-executes itself to pick another (tests/test_serving.py).
             environ = Path(f"/proc/{bot.process.pid}/environ").read_bytes().split(b"\0")
             assert not [v for v in environ if v.startswith(b"PYTHONMALLOC=")]
             bot.terminate()
             start = trio.current_time()
             assert await bot.wait_exit(DRAIN_SECONDS) == 0, bot.logs[-3000:]
             assert trio.current_time() - start < 3.0, "nothing was in flight: exit at once"
-            # The exit skips the interpreter's teardown; the last log line must still be out.
+            # The last log line is out before the process ends.
             await wait_until(lambda: "stopped cleanly" in bot.logs, timeout=5)
         assert not fakes.whapi.sent and not responses_calls(fakes)
 
