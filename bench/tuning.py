@@ -26,7 +26,7 @@ import subprocess
 import time
 from typing import Any
 
-from bench.common import PYTHON, ROOT, Proc, mib, print_table, workdir, write_result
+from bench.common import PYTHON, ROOT, Proc, cleanup, mib, print_table, workdir, write_result
 
 ACTOR_MEM_VARIANTS: dict[str, tuple[str, bool]] = {
     "malloc + trim (all on)": ("malloc", True),
@@ -76,6 +76,7 @@ def probe_variant(name: str, actors: int) -> dict[str, Any]:
     result["exit_seconds"] = round(time.monotonic() - started, 3)
     result["exit_code"] = code
     probe.stop(5)
+    cleanup(base)  # the probe's log, kept only when it failed
     return {"variant": name, **result}
 
 
