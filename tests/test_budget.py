@@ -147,7 +147,11 @@ async def test_a_turn_waiting_for_the_budget_shows_in_inspection_and_metrics(
                 info = await bot.http.get(f"{bot.url}/actors/{user}", headers=headers)
                 return info.json().get("turn")
 
-            await wait_until_async(lambda: turn_of(second), timeout=5)
+            async def waiting_for_budget() -> bool:
+                turn = await turn_of(second)
+                return bool(turn) and turn["stage"] == "waiting for the model budget"
+
+            await wait_until_async(waiting_for_budget, timeout=5)
             turn = await turn_of(second)
             assert turn["stage"] == "waiting for the model budget"
             assert turn["waiting_for_budget_since"]
