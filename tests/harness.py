@@ -22,6 +22,7 @@ from gateway.server import Running, hypercorn_config, run_server
 from gateway.service import BehaviorWrapper
 from sandbox.openai import FakeOpenAI
 from sandbox.whapi import FakeWhapi
+from store.fileio import FileIO
 
 WHAPI_TOKEN = "test-whapi-token-123456"
 OPENAI_KEY = "test-openai-key-123456"
@@ -125,7 +126,9 @@ async def open_bot(
     *,
     wrap_behavior: BehaviorWrapper | None = None,
     config: HypercornConfig | None = None,
+    file_io: FileIO | None = None,
 ) -> AsyncIterator[Bot]:
+    """The bot in this process against ``fakes``; ``file_io`` injects faults into its store."""
     stop = trio.Event()
     async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as http:
         running = await nursery.start(
@@ -134,6 +137,7 @@ async def open_bot(
                 stop=stop,
                 config=config or fast_config(settings),
                 wrap_behavior=wrap_behavior,
+                file_io=file_io,
                 task_status=task_status,
             )
         )

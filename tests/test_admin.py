@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import errno
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
-from actors.settings import Settings
-from gateway.app import SECRET_HEADER
-from gateway.server import run_server
 from sandbox import payloads
 from store.fileio import FileIO
 from tests.harness import Bot, Fakes, make_settings, open_bot, open_fakes, wait_until
@@ -68,21 +63,6 @@ class FlakyIO(FileIO):
         if self.failing:
             raise OSError(errno.EIO, "injected EIO")
         super().fsync(fd)
-
-
-@asynccontextmanager
-async def open_bot_with_io(fakes: Fakes, settings: Settings, io: FileIO) -> AsyncIterator[Bot]:
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as http:
-        running = await nursery.start(
-            lambda task_status: run_server(settings, stop=stop, file_io=io, task_status=task_status)
-        )
-        fakes.whapi.webhook_url = f"{running.url}/hook"
-        fakes.whapi.webhook_headers = {SECRET_HEADER: settings.webhook_secret or ""}
-        try:
-            yield Bot(running, http, stop)
-        finally:
-            stop.set()
 
 
 async def test_admin_endpoints_need_the_token_and_are_off_without_one(tmp_path: Path) -> None:
@@ -227,7 +207,7 @@ async def test_journal_write_failure_answers_503_and_loses_nothing(tmp_path: Pat
     io = FlakyIO()
     async with open_fakes() as fakes:
         settings = make_settings(fakes, tmp_path, store_recovery_seconds=0.1)
-        async with open_bot_with_io(fakes, settings, io) as bot:
+        async with open_bot(fakes, settings, file_io=io) as bot:
             await say(bot, "hola")
             await fakes.whapi.wait_sent(1, to=CHAT)
             await wait_until(lambda: settled(bot), timeout=5)
@@ -256,7 +236,7 @@ async def test_store_failure_after_the_reply_sends_no_fallback(tmp_path: Path) -
     io = FlakyIO()
     async with open_fakes() as fakes:
         settings = make_settings(fakes, tmp_path, store_recovery_seconds=0.1)
-        async with open_bot_with_io(fakes, settings, io) as bot:
+        async with open_bot(fakes, settings, file_io=io) as bot:
             fakes.whapi.faults.delay("/messages/text", 0.5, times=1)
             await say(bot, "hola")
             await wait_until(lambda: bool(fakes.whapi.calls_to("/messages/text")), timeout=5)

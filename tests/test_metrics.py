@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sandbox import payloads
 from tests.harness import Bot, make_settings, open_bot, open_fakes, wait_until
-from tests.test_store_outage import FullDisk, open_bot_on
+from tests.test_store_outage import FullDisk
 
 USERS = ("573001111111", "573002222222", "573003333333")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -193,7 +193,7 @@ async def test_store_outage_gauge_is_when_writes_stopped_and_zero_once_healthy(
     disk = FullDisk()
     async with open_fakes() as fakes:
         settings = make_settings(fakes, tmp_path, store_recovery_seconds=0.2)
-        async with open_bot_on(fakes, settings, disk) as bot:
+        async with open_bot(fakes, settings, file_io=disk) as bot:
             assert value(await scrape(bot), "wabot_store_outage_since_timestamp_seconds") == 0
             before = time.time()
             disk.full = True

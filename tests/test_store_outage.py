@@ -13,21 +13,15 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from functools import partial
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
-from actors.settings import Settings
-from gateway.app import SECRET_HEADER
-from gateway.server import run_server
 from sandbox import payloads
 from store.fileio import FileIO
-from tests.harness import Bot, Fakes, make_settings, open_fakes, wait_until
+from tests.harness import make_settings, open_bot, open_fakes, wait_until
 
 USER = "573006600001"
 CHAT = f"{USER}@s.whatsapp.net"
@@ -50,19 +44,6 @@ class FullDisk(FileIO):
         super().fsync(fd)
 
 
-@asynccontextmanager
-async def open_bot_on(fakes: Fakes, settings: Settings, io: FileIO) -> AsyncIterator[Bot]:
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as http:
-        running = await nursery.start(partial(run_server, settings, stop=stop, file_io=io))
-        fakes.whapi.webhook_url = f"{running.url}/hook"
-        fakes.whapi.webhook_headers = {SECRET_HEADER: settings.webhook_secret or ""}
-        try:
-            yield Bot(running, http, stop)
-        finally:
-            stop.set()
-
-
 async def test_a_short_outage_delays_the_answer_and_shows_typing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -71,7 +52,7 @@ async def test_a_short_outage_delays_the_answer_and_shows_typing(
         settings = make_settings(
             fakes, tmp_path, store_recovery_seconds=0.2, typing_refresh_seconds=0.2
         )
-        async with open_bot_on(fakes, settings, disk) as bot:
+        async with open_bot(fakes, settings, file_io=disk) as bot:
             acked = await bot.post(payloads.webhook([payloads.text_message(USER, "hola")]))
             assert acked.status_code == 200
             disk.full = True  # before the turn's first write (the buffer is 0.15 s)
@@ -106,7 +87,7 @@ async def test_an_outage_past_the_turn_deadline_keeps_the_message_for_later(
             turn_timeout_seconds=0.6,
             retry_max_seconds=0.2,
         )
-        async with open_bot_on(fakes, settings, disk) as bot:
+        async with open_bot(fakes, settings, file_io=disk) as bot:
             acked = await bot.post(payloads.webhook([payloads.text_message(USER, "hola")]))
             assert acked.status_code == 200
             disk.full = True
@@ -170,7 +151,7 @@ async def test_a_real_full_disk_delays_every_answer_and_loses_none(small_disk: P
             turn_timeout_seconds=2.0,
             retry_max_seconds=0.2,
         )
-        async with open_bot_on(fakes, settings, FileIO()) as bot:
+        async with open_bot(fakes, settings, file_io=FileIO()) as bot:
             expected: dict[str, list[str]] = {user: [] for user in users}
 
             async def send(user: str, text: str) -> bool:
