@@ -1,0 +1,11 @@
+"""The actors: the runtime, the customer's conversation and the upstream clients.
+
+- ``actors.runtime``: supervisor, registry, mailboxes, idle stop (no WhatsApp, no OpenAI).
+- ``actors.customer``: the user actor, its buffering rules and its turns.
+- ``actors.upstream``: the OpenAI model client, the Whapi client, retries, the rate budget.
+- ``actors.voice``: transcription, speech and voice notes.
+- ``actors.settings`` (and ``settings_doc``): every setting, declared once.
+- ``actors.wiring``: opening and closing what every customer's actor shares.
+- ``actors.tools`` and ``actors.validation``: the extension points a business's own module
+  imports (``WABOT_TOOLS_MODULE``, ``WABOT_VALIDATOR_MODULE``), so their paths stay put.
+"""

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from actors.runtime import RuntimeConfig
+from actors.runtime.supervisor import RuntimeConfig
 from store.config import StoreConfig
 
 T = TypeVar("T")

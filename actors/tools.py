@@ -7,7 +7,7 @@ optional one is typed ``[..., "null"]``) and sets ``additionalProperties: false`
 registry refuses a tool whose schema does not, at start. The arguments of every call are
 checked against the schema before the handler runs anyway: invalid ones go back to the model
 as an error output naming the problem. The turn runs the Responses API's function-calling
-loop (``actors.turn``): each call runs under its own deadline and any error goes back to the
+loop (``customer.turn``): each call runs under its own deadline and any error goes back to the
 model as the tool's output, so a broken tool makes the model say so instead of breaking the
 turn. A business adds tools with a module path
 in ``WABOT_TOOLS_MODULE``; the module defines ``register(registry: ToolRegistry) -> None``.
@@ -34,7 +34,7 @@ import trio
 from jsonschema import Draft202012Validator
 
 from actors.settings import Settings
-from actors.whapi import WhapiClient, WhapiError
+from actors.upstream.whapi import WhapiClient, WhapiError
 
 log = logging.getLogger("actors.tools")
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import trio
 
-from actors.mailbox import Mailbox
-from actors.runtime import Cell, RuntimeConfig, Supervisor
+from actors.runtime.mailbox import Mailbox
+from actors.runtime.supervisor import Cell, RuntimeConfig, Supervisor
 from bench.common import rss_bytes
 from gateway.tuning import release_free_memory
 

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
-from actors.model import safety_identifier
+from actors.upstream.model import safety_identifier
 from bench import wiretime
 from bench.httpload import (
     Conn,

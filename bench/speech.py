@@ -93,8 +93,8 @@ def _cpu() -> float:
 
 
 async def _measure(url: str, key: str, rounds: int) -> dict[str, Any]:
-    from actors.realtime import PCM_RATE, RealtimeSynthesizer
-    from actors.voicenote import encode_voice_note
+    from actors.voice.realtime import PCM_RATE, RealtimeSynthesizer
+    from actors.voice.voicenote import encode_voice_note
     from sandbox.realtime import tone
 
     speaker = RealtimeSynthesizer(

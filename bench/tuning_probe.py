@@ -34,7 +34,7 @@ from typing import Any
 
 import trio
 
-from actors.runtime import Supervisor
+from actors.runtime.supervisor import Supervisor
 from actors.settings import Settings
 from bench.common import rss_bytes
 from gateway import tuning

@@ -1,7 +1,7 @@
 """The console's last hour, minute by minute: turns, errors, fallbacks and sends.
 
 ``ActivityHistory`` keeps at most ``MINUTES`` (60) per-minute buckets, read from the service's
-telemetry counters (``actors.telemetry``): each ``sample()`` reads their cumulative totals and
+telemetry counters (``runtime.telemetry``): each ``sample()`` reads their cumulative totals and
 adds what grew since the previous sample to the current minute's bucket (wall-clock minutes,
 so the chart's times are the operator's). Nothing is observed on the hot paths: the console
 samples every ``SAMPLE_SECONDS`` while the app serves, and once more on every read, so a turn
@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 import trio
 
-from actors.telemetry import Telemetry
+from actors.runtime.telemetry import Telemetry
 
 MINUTES = 60
 SAMPLE_SECONDS = 5.0

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors.events import Control
+from actors.customer.events import Control
 
 if TYPE_CHECKING:
     from gateway.service import Service

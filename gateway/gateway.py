@@ -18,10 +18,10 @@ import attrs
 import cachetools
 import trio
 
-from actors.events import InboundMessage
-from actors.runtime import Draining, Supervisor
+from actors.customer.events import InboundMessage
+from actors.runtime.supervisor import Draining, Supervisor
+from actors.runtime.telemetry import Telemetry
 from actors.settings import Settings
-from actors.telemetry import Telemetry
 from gateway.parse import ParsedWebhook, parse_webhook
 from store import InboxEntry, InboxStatus, Store, StoreUnavailable
 from store.records import utcnow

@@ -1,7 +1,7 @@
 """Logging setup: JSON lines in production, readable lines in development.
 
 Every line about a customer carries their user key, and inside a turn the turn id: a filter
-on the handler copies them from the context variables of ``actors.logcontext`` (bound where
+on the handler copies them from the context variables of ``actors.runtime.logcontext`` (bound where
 a user actor and a turn start; trio tasks inherit them). Secrets never reach a log line: the
 formatter masks every configured token and key wherever it appears, as a last line of
 defence behind code that never logs them on purpose. Message text is logged at DEBUG only.
@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from actors import logcontext
+from actors.runtime import logcontext
 
 if TYPE_CHECKING:
     from actors.settings import Settings
@@ -53,7 +53,7 @@ def secrets_of(settings: Settings) -> list[str]:
 
 
 class ContextFilter(logging.Filter):
-    """Adds ``user`` and ``turn`` from ``actors.logcontext`` (an explicit ``extra`` wins)."""
+    """Adds ``user`` and ``turn`` from ``runtime.logcontext`` (an explicit ``extra`` wins)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in logcontext.current().items():

@@ -2,7 +2,7 @@
 
 Counters that live on their owners (gateway, supervisor, store, watchdog) are collected when
 Prometheus scrapes, so the hot paths do no metric work for them; latencies and outcomes that
-must be observed as they happen come from ``actors.telemetry`` (turns, model latency, sends,
+must be observed as they happen come from ``actors.runtime.telemetry`` (turns, model latency, sends,
 tool calls, and the durable inbox's commit latency, observed by the service). Per-actor
 figures (phases, mailbox depth) are a walk over the live actors at scrape time; the sizes of
 the bounded shared structures (registry, dedupe window, chat-info cache) are exported too.

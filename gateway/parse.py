@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import attrs
 
-from actors.events import AgentMessage, InboundMessage, MediaRef, Presence
+from actors.customer.events import AgentMessage, InboundMessage, MediaRef, Presence
 from store.state import encode_json
 
 _DIGITS = re.compile(r"^\d{5,20}$")

@@ -24,12 +24,12 @@ from typing import Any
 
 import trio
 
-from actors.deps import open_user_deps
-from actors.runtime import Behavior, Cell, RuntimeConfig, Supervisor
+from actors.customer.actor import UserActor, UserDeps
+from actors.runtime.supervisor import Behavior, Cell, RuntimeConfig, Supervisor
+from actors.runtime.telemetry import Telemetry
 from actors.settings import Settings
-from actors.telemetry import Telemetry
-from actors.user import UserActor, UserDeps
-from actors.voice import check_audio_models_at_start
+from actors.voice.audio import check_audio_models_at_start
+from actors.wiring import open_user_deps
 from gateway import logs, tuning
 from gateway.gateway import Gateway
 from gateway.parse import parse_message

@@ -22,7 +22,7 @@ import trio
 from gateway.tuning import MemoryTrimmer
 
 if TYPE_CHECKING:
-    from actors.runtime import Supervisor
+    from actors.runtime.supervisor import Supervisor
     from gateway.gateway import Gateway
 
 log = logging.getLogger("gateway.watchdog")

@@ -4,7 +4,7 @@ Copying one small dict (``list(shard.items())``) is a single C call that holds t
 microseconds and cannot observe a half-applied mutation. A snapshot thread copies the shards
 one after the other while the event loop keeps mutating the others: a fuzzy snapshot, made
 correct by replaying the journal from the snapshot's seq (every journal op sets a final value).
-Copying one 1M-entry dict instead would hold the GIL, and so stall trio, for ~25 ms.
+Copying one big dict instead would hold the GIL, and so stall trio, for the whole copy.
 """
 
 from __future__ import annotations

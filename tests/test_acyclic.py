@@ -22,12 +22,12 @@ import httpx
 import httpx2
 import trio
 
-from actors.mailbox import Mailbox
-from actors.model import ModelClient
-from actors.retry import RetryPolicy
-from actors.runtime import Cell, RuntimeConfig, Supervisor
-from actors.user import UserActor
-from actors.whapi import WhapiClient
+from actors.customer.actor import UserActor
+from actors.runtime.mailbox import Mailbox
+from actors.runtime.supervisor import Cell, RuntimeConfig, Supervisor
+from actors.upstream.model import ModelClient
+from actors.upstream.retry import RetryPolicy
+from actors.upstream.whapi import WhapiClient
 from sandbox.payloads import text_message, webhook
 from tests.harness import OPENAI_KEY, WHAPI_TOKEN, make_settings, open_bot, open_fakes, wait_until
 

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.budget import ModelBudget
+from actors.upstream.budget import ModelBudget
 from sandbox import payloads
 from tests.chaos_helpers import responses_calls
 from tests.harness import make_settings, open_bot, open_fakes

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from actors.buffering import Added, Buffer, Timings, due_at
-from actors.events import InboundMessage
+from actors.customer.buffering import Added, Buffer, Timings, due_at
+from actors.customer.events import InboundMessage
 
 T = Timings(
     buffer_seconds=5.0,

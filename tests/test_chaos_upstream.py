@@ -19,7 +19,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.retry import RetryPolicy
+from actors.upstream.retry import RetryPolicy
 from sandbox import payloads
 from sandbox.openai import ResponseRequest, default_responder
 from tests.chaos_helpers import one_answer_per_turn, responses_calls, roles, scale

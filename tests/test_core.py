@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from actors.mailbox import Mailbox
+from actors.runtime.mailbox import Mailbox
 from sandbox import payloads
 from tests.harness import Fakes, make_settings, open_bot, open_fakes, wait_until
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import trio
 
-from actors.mailbox import Mailbox
-from actors.runtime import Cell
+from actors.runtime.mailbox import Mailbox
+from actors.runtime.supervisor import Cell
 from sandbox import payloads
 from tests.chaos_helpers import scale
 from tests.harness import make_settings, open_bot, open_fakes, wait_until

@@ -1,6 +1,6 @@
 """Floods: one user sending hundreds of messages per second.
 
-The documented rule (actors/user.py): past WABOT_MAX_BUFFERED messages the user actor merges
+The documented rule (``customer/actor.py``): past WABOT_MAX_BUFFERED messages the user actor merges
 further text into its last buffered entry up to WABOT_MAX_BUFFERED_CHARS, and drops the rest
 as ``dropped:flood`` (marked done in the inbox, counted). Mailbox and buffer stay bounded,
 memory stays flat, every webhook is acknowledged quickly and the other users are unaffected.
@@ -154,7 +154,7 @@ async def test_chaos_flood_is_bounded_merged_dropped_and_isolated(tmp_path: Path
 
 
 async def test_flood_one_huge_message_respects_the_character_cap(tmp_path: Path) -> None:
-    """Found by this suite: one long text used to pass the cap whole (fixed in actors/user.py)."""
+    """Found by this suite: one long text used to pass the cap whole (fixed in the actor)."""
     async with open_fakes() as fakes:
         settings = make_settings(fakes, tmp_path, max_buffered_chars=1000)
         async with open_bot(fakes, settings) as bot:

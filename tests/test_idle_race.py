@@ -1,6 +1,6 @@
 """The idle-stop race: a message arriving exactly when an actor's idle deadline passes.
 
-Against ``actors.runtime.Supervisor`` directly (a tiny behavior, a virtual clock, thousands of
+Against ``runtime.supervisor.Supervisor`` directly (a tiny behavior, a virtual clock, thousands of
 trials timed to land on the reaper's tick from either side), then through the real user actor
 over HTTP: no message is ever lost or processed twice, and there are never two live
 activations for one key. Plus: 10k concurrent first messages to one key activate it once.
@@ -16,8 +16,8 @@ import attrs
 import trio
 import trio.testing
 
-from actors.mailbox import Mailbox
-from actors.runtime import Cell, RuntimeConfig, Supervisor
+from actors.runtime.mailbox import Mailbox
+from actors.runtime.supervisor import Cell, RuntimeConfig, Supervisor
 from sandbox import payloads
 from tests.chaos_helpers import scale
 from tests.harness import make_settings, open_bot, open_fakes, wait_until

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors.logcontext import bind
+from actors.runtime.logcontext import bind
 from actors.settings import Settings
 from gateway import logs
 from gateway.logs import ContextFilter, JsonFormatter, TextFormatter, _Redactor
@@ -118,7 +118,7 @@ def test_debug_holds_the_http_libraries_at_warning(restore_logging: None) -> Non
     for name in ("hpack.hpack", "hpack.table", "httpx", "openai._base_client"):
         assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
     assert logging.getLogger("hypercorn.access").getEffectiveLevel() == logging.INFO
-    assert logging.getLogger("actors.turn").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("actors.customer.turn").isEnabledFor(logging.DEBUG)
     # Asked for, the libraries' DEBUG comes back; a WARNING root quiets hypercorn too.
     logs.configure(production=False, level="DEBUG", library_level="DEBUG")
     assert logging.getLogger("httpcore2.http11").isEnabledFor(logging.DEBUG)

@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.mailbox import Mailbox
+from actors.runtime.mailbox import Mailbox
 
 
 async def test_fifo_up_to_capacity_then_would_block() -> None:

@@ -1,7 +1,7 @@
 """The model client on the SDK's typed resources, over real HTTP: errors, retries, requests.
 
 Every failure the fake can produce reaches the client as the SDK's own error class, and
-``actors.model.retryable`` classifies it once: 429, 5xx, ``conversation_locked``, timeouts and
+``upstream.model.retryable`` classifies it once: 429, 5xx, ``conversation_locked``, timeouts and
 dropped connections are retried (with the server's ``Retry-After`` as the least wait), every
 other answer fails the call at once as a ``ModelError`` whose cause is the SDK's error. The SDK
 never retries by itself, and what reaches the server is the request as built.
@@ -15,8 +15,8 @@ import openai
 import pytest
 import trio
 
-from actors.model import ConversationNotFound, ModelClient, ModelError, retryable
-from actors.retry import RetryPolicy
+from actors.upstream.model import ConversationNotFound, ModelClient, ModelError, retryable
+from actors.upstream.retry import RetryPolicy
 from tests.harness import OPENAI_KEY, open_fakes
 
 CONVERSATIONS = r"/conversations$"

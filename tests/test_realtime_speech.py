@@ -13,13 +13,13 @@ import pytest
 import soundfile
 import trio
 
-from actors import faithful
-from actors.realtime import RealtimeSynthesizer, SpeechFailed, realtime_url, speech_chunks
-from actors.realtime import spoken_text as spoken
+from actors.runtime.telemetry import Telemetry
 from actors.settings import Settings, retirement, warn_retired_models
-from actors.telemetry import Telemetry
-from actors.voice import speech_setting_problems
-from actors.voicenote import VoiceNoteError, encode_voice_note
+from actors.voice import faithful
+from actors.voice.audio import speech_setting_problems
+from actors.voice.realtime import RealtimeSynthesizer, SpeechFailed, realtime_url, speech_chunks
+from actors.voice.realtime import spoken_text as spoken
+from actors.voice.voicenote import VoiceNoteError, encode_voice_note
 from sandbox.openai import FakeOpenAI
 from tests.harness import wait_until
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import trio
 
-from actors.model import ModelClient
-from actors.retry import RetryPolicy
-from actors.whapi import WhapiClient, WhapiError
+from actors.upstream.model import ModelClient
+from actors.upstream.retry import RetryPolicy
+from actors.upstream.whapi import WhapiClient, WhapiError
 from tests.harness import OPENAI_KEY, WHAPI_TOKEN, open_fakes
 
 POLICY = RetryPolicy(attempts=1, base_seconds=0.01, max_seconds=0.01)

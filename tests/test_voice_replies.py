@@ -25,8 +25,8 @@ import soundfile
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.realtime import REASONS
 from actors.settings import SPEECH_SHUTDOWN
+from actors.voice.realtime import REASONS
 from gateway.service import Service, StartupError
 from sandbox import payloads
 from sandbox.whapi import FakeWhapi

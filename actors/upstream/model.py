@@ -4,7 +4,7 @@ Every call goes through the SDK's typed resources (``conversations.create``,
 ``conversations.items.create``/``list``, ``responses.create``) and fails with the SDK's error
 classes. ``retryable`` is OpenAI's one rule of which failures get another attempt (429, 5xx,
 ``conversation_locked``, timeouts, dropped connections; with the server's ``Retry-After``);
-``actors.voice`` uses it too. The last failure becomes a ``ModelError`` (``ConversationNotFound``
+``voice.audio`` uses it too. The last failure becomes a ``ModelError`` (``ConversationNotFound``
 for a 404 of the conversation), with the SDK's error as its cause.
 
 The SDK's own retries are off (``max_retries=0``): it sends no idempotency key, so an automatic
@@ -32,9 +32,9 @@ import openai
 import trio
 from openai.types.responses import Response
 
-from actors.retry import RetryPolicy, parse_retry_after
+from actors.upstream.retry import RetryPolicy, parse_retry_after
 
-log = logging.getLogger("actors.model")
+log = logging.getLogger("actors.upstream.model")
 
 
 class ModelError(Exception):
@@ -77,7 +77,7 @@ def pooled_http_client(size: int, keepalive: int | None = None) -> openai.Defaul
 
 
 def retryable(exc: BaseException) -> float | None:
-    """OpenAI's retryable failures (``actors.retry.Classifier``): the least wait, or None."""
+    """OpenAI's retryable failures (a ``retry.Classifier``): the least wait, or None."""
     if isinstance(exc, openai.APIStatusError):
         if isinstance(exc, openai.RateLimitError | openai.InternalServerError) or _locked(exc):
             return _retry_after(exc) or 0.0

@@ -31,19 +31,19 @@ import attrs
 import cachetools
 import trio
 
-from actors.buffering import Added, Buffer, Timings, due_at, timings_of
-from actors.events import AgentMessage, Control, InboundMessage, Presence
-from actors.logcontext import bind, label_task
-from actors.mailbox import Mailbox
-from actors.model import ConversationNotFound, ModelError
-from actors.runtime import Cell
-from actors.turn import TurnRunner, TurnState, session_expired
-from actors.userdeps import UserDeps
-from actors.whapi import WhapiError
+from actors.customer.buffering import Added, Buffer, Timings, due_at, timings_of
+from actors.customer.deps import UserDeps
+from actors.customer.events import AgentMessage, Control, InboundMessage, Presence
+from actors.customer.turn import TurnRunner, TurnState, session_expired
+from actors.runtime.logcontext import bind, label_task
+from actors.runtime.mailbox import Mailbox
+from actors.runtime.supervisor import Cell
+from actors.upstream.model import ConversationNotFound, ModelError
+from actors.upstream.whapi import WhapiError
 from store import StoreUnavailable, UserRecord
 from store.records import PendingTurn, utcnow
 
-log = logging.getLogger("actors.user")
+log = logging.getLogger("actors.customer.actor")
 
 #: The stage of a turn waiting for the store to take a write again.
 WAITING_FOR_STORE = "waiting for the store"
@@ -647,7 +647,7 @@ class UserActor:
         the conversation is used. So a new customer's first turn costs three durable writes:
         the webhook's ack, the intent (record, conversation and input in one put) and the
         settle. The intent cannot join the ack (the conversation does not exist yet) nor the
-        settle (it must be durable before the model call: ``actors.turn._store_intent``). A
+        settle (it must be durable before the model call: ``actors.customer.turn._store_intent``). A
         crash in between leaves at most an empty conversation on OpenAI that nothing uses.
         """
         record = self.record or record

@@ -23,27 +23,33 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from actors.context import context_block, developer_note, fingerprint, needs_context
-from actors.events import InboundMessage
-from actors.media import MediaError, PreparedInput, data_url, describe_failure, voice_filename
-from actors.model import (
+from actors.customer.context import context_block, developer_note, fingerprint, needs_context
+from actors.customer.deps import UserDeps
+from actors.customer.events import InboundMessage
+from actors.customer.media import (
+    MediaError,
+    PreparedInput,
+    data_url,
+    describe_failure,
+    voice_filename,
+)
+from actors.customer.replies import split_parts, to_whatsapp, typing_time
+from actors.settings import Settings
+from actors.tools import ToolContext
+from actors.upstream.model import (
     ConversationNotFound,
     ModelError,
     ModelReply,
     function_output,
     user_message,
 )
-from actors.replies import split_parts, to_whatsapp, typing_time
-from actors.settings import Settings
-from actors.tools import ToolContext
-from actors.userdeps import UserDeps
+from actors.upstream.whapi import WhapiError
 from actors.validation import ToolOutput
-from actors.voice import AudioError, speakable
-from actors.whapi import WhapiError
+from actors.voice.audio import AudioError, speakable
 from store import UserRecord
 from store.records import PendingTurn, utcnow
 
-log = logging.getLogger("actors.turn")
+log = logging.getLogger("actors.customer.turn")
 
 
 @attrs.define

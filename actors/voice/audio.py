@@ -1,7 +1,7 @@
 """Audio with OpenAI: transcription of voice notes in, speech synthesis out.
 
 The synthesizer sits behind a small interface (``Synthesizer``), so the turn does not know
-which backend speaks: ``WABOT_SPEECH_BACKEND=realtime`` (the default, ``actors.realtime``:
+which backend speaks: ``WABOT_SPEECH_BACKEND=realtime`` (the default, ``actors.voice.realtime``:
 OpenAI's Realtime API over a trio websocket) or ``http`` (``OpenAIAudio.synthesize`` on
 ``/v1/audio/speech``, whose models OpenAI shuts down on 2027-01-06; ``speech_setting_problems``
 refuses it at start from that day, naming the setting to change).
@@ -26,11 +26,11 @@ from typing import Protocol, TypeVar
 import openai
 import trio
 
-from actors.model import FAILURES, pooled_http_client, retryable
-from actors.retry import RetryPolicy
 from actors.settings import SPEECH_SHUTDOWN, Settings, warn_retired_models
+from actors.upstream.model import FAILURES, pooled_http_client, retryable
+from actors.upstream.retry import RetryPolicy
 
-log = logging.getLogger("actors.voice")
+log = logging.getLogger("actors.voice.audio")
 T = TypeVar("T")
 
 AUDIO_NAME = re.compile(r"^[A-Za-z0-9_-]{22,64}\.ogg$")
@@ -165,7 +165,7 @@ class OpenAIAudio:
         return await self._with_retries(call, "speech")
 
     async def _with_retries(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        """One deadline per attempt, retried by ``actors.model.retryable``; then ``AudioError``."""
+        """One deadline per attempt, retried by ``model.retryable``; then ``AudioError``."""
         try:
             async for attempt in self._policy.retrying(retryable, what=f"audio {what}"):
                 with attempt, trio.fail_after(self._timeout):

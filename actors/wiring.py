@@ -4,7 +4,7 @@
 backend ``WABOT_SPEECH_BACKEND`` selects), the media fetcher, the chat-info cache, the tool
 registry, the validator and the audio shelf from the settings, runs the sweepers of temporary
 media, and closes every client on the way out (shielded, so a cancelled shutdown still releases
-its connections). Retries are logged by ``actors.retry`` alone (stamina's own hooks are off).
+its connections). Retries are logged by ``upstream.retry`` alone (stamina's own hooks are off).
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ from typing import Any
 import stamina
 import trio
 
-from actors.budget import ModelBudget
-from actors.context import ChatInfoCache
-from actors.events import InboundMessage
-from actors.media import MediaFetcher
-from actors.model import ModelClient
-from actors.realtime import RealtimeSynthesizer
-from actors.retry import RetryPolicy
+from actors.customer.actor import UserDeps
+from actors.customer.context import ChatInfoCache
+from actors.customer.events import InboundMessage
+from actors.customer.media import MediaFetcher
+from actors.runtime.telemetry import Telemetry
 from actors.settings import Settings
-from actors.telemetry import Telemetry
 from actors.tools import load_registry
-from actors.user import UserDeps
+from actors.upstream.budget import ModelBudget
+from actors.upstream.model import ModelClient
+from actors.upstream.retry import RetryPolicy
+from actors.upstream.whapi import WhapiClient
 from actors.validation import load_validator
-from actors.voice import AudioShelf, OpenAIAudio, Synthesizer
-from actors.whapi import WhapiClient
+from actors.voice.audio import AudioShelf, OpenAIAudio, Synthesizer
+from actors.voice.realtime import RealtimeSynthesizer
 from store import Store
 from store.tempfiles import TempFiles
 
@@ -72,7 +72,7 @@ async def open_user_deps(
     telemetry: Telemetry,
     parse: Callable[[dict[str, Any]], InboundMessage | None],
 ) -> AsyncIterator[UserDeps]:
-    # Each retry is logged by ``actors.retry`` with the call's name; stamina's own hooks would
+    # Each retry is logged by ``upstream.retry`` with the call's name; stamina's own hooks would
     # log it again without it and count it in a Prometheus registry /metrics does not serve.
     stamina.instrumentation.set_on_retry_hooks(())
     retry = partial(

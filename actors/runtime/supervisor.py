@@ -29,9 +29,9 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from actors.mailbox import Mailbox
+from actors.runtime.mailbox import Mailbox
 
-log = logging.getLogger("actors.runtime")
+log = logging.getLogger("actors.runtime.supervisor")
 
 
 class Draining(Exception):

@@ -69,7 +69,7 @@ class Telemetry:
             buckets=(0, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=r,
         )
-        #: Read from the budget at scrape time (``actors.deps`` sets their functions).
+        #: Read from the budget at scrape time (``actors.wiring`` sets their functions).
         self.budget_waiting = Gauge(
             "wabot_model_budget_waiting",
             "Model calls waiting for the OpenAI rate-limit budget",

@@ -1,7 +1,7 @@
 """Inbound media: download with a size cap and a deadline, and turn it into model input.
 
 Whapi gives a ``link`` when auto-download is on; otherwise the media is fetched with
-``GET /media/{id}`` and the bearer token. Voice notes are transcribed (``actors.voice``);
+``GET /media/{id}`` and the bearer token. Voice notes are transcribed (``actors.voice.audio``);
 images go to the model as image input, by link or (``WABOT_IMAGE_INLINE``) inline as a data
 URL when OpenAI cannot reach Whapi's links. Any failure becomes a short bracketed note in the
 text, so the customer still gets an answer ("I could not listen to your audio…") instead of
@@ -18,9 +18,9 @@ import attrs
 import httpx
 import trio
 
-from actors.events import InboundMessage, MediaRef
+from actors.customer.events import InboundMessage, MediaRef
 
-log = logging.getLogger("actors.media")
+log = logging.getLogger("actors.customer.media")
 
 
 class MediaError(Exception):

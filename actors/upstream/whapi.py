@@ -22,9 +22,9 @@ import attrs
 import httpx
 import trio
 
-from actors.retry import RetryPolicy, parse_retry_after
+from actors.upstream.retry import RetryPolicy, parse_retry_after
 
-log = logging.getLogger("actors.whapi")
+log = logging.getLogger("actors.upstream.whapi")
 
 
 class WhapiError(Exception):
@@ -39,7 +39,7 @@ class WhapiError(Exception):
 
 
 def retryable(exc: BaseException) -> float | None:
-    """Whapi's retryable failures (``actors.retry.Classifier``): the least wait, or None."""
+    """Whapi's retryable failures (a ``retry.Classifier``): the least wait, or None."""
     if isinstance(exc, WhapiError) and exc.status is not None:
         if exc.status == 429 or exc.status >= 500:
             return exc.retry_after or 0.0

@@ -1,6 +1,6 @@
 """Speech through OpenAI's Realtime API: text in, an OGG/Opus voice note out.
 
-``RealtimeSynthesizer`` is a ``Synthesizer`` (``actors.voice``) that replaces
+``RealtimeSynthesizer`` is a ``Synthesizer`` (``actors.voice.audio``) that replaces
 ``/v1/audio/speech``, whose models OpenAI shuts down on 2027-01-06. One synthesis is one
 websocket (``trio-websocket``: the SDK's own Realtime client runs on asyncio), at most
 ``WABOT_SPEECH_MAX_SOCKETS`` open at once, every step under a deadline, the socket closed on
@@ -14,8 +14,8 @@ every path (``async with``; a cancelled close still closes the TCP stream):
    output tokens), ``response.create`` out of band (``conversation: "none"``) with
    instructions to read the text word for word, then collect ``response.output_audio.delta``
    (base64 PCM) and the transcript until ``response.done``;
-4. check every chunk's transcript against its text (``actors.faithful``), then encode the PCM
-   to OGG/Opus in a worker thread (``actors.voicenote``).
+4. check every chunk's transcript against its text (``actors.voice.faithful``), then encode the PCM
+   to OGG/Opus in a worker thread (``actors.voice.voicenote``).
 
 Any failure raises ``SpeechFailed`` with a ``reason`` (``empty``, ``connect``, ``timeout``,
 ``dropped``, ``error_event``, ``incomplete``, ``text_only``, ``unfaithful``, ``protocol``,
@@ -41,12 +41,12 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import trio
 import trio_websocket
 
-from actors import faithful
-from actors.telemetry import Telemetry
-from actors.voice import AudioError
-from actors.voicenote import VoiceNote, VoiceNoteError, encode_voice_note
+from actors.runtime.telemetry import Telemetry
+from actors.voice import faithful
+from actors.voice.audio import AudioError
+from actors.voice.voicenote import VoiceNote, VoiceNoteError, encode_voice_note
 
-log = logging.getLogger("actors.realtime")
+log = logging.getLogger("actors.voice.realtime")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: The Realtime API's only PCM rate, which Opus also encodes natively.

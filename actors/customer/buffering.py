@@ -25,7 +25,7 @@ from enum import Enum
 
 import attrs
 
-from actors.events import InboundMessage
+from actors.customer.events import InboundMessage
 
 
 @attrs.frozen

@@ -19,10 +19,10 @@ import attrs
 import cachetools
 import trio
 
-from actors.whapi import WhapiClient, WhapiError
+from actors.upstream.whapi import WhapiClient, WhapiError
 from store import UserRecord
 
-log = logging.getLogger("actors.context")
+log = logging.getLogger("actors.customer.context")
 
 _WEEKDAYS = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
 

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterable, Callable
 import attrs
 import stamina
 
-log = logging.getLogger("actors.retry")
+log = logging.getLogger("actors.upstream.retry")
 
 #: An upstream's one rule: None (not retried) or the least seconds to wait before retrying.
 Classifier = Callable[[BaseException], float | None]

@@ -1,6 +1,6 @@
 """What every customer's actor and its turns share: the settings and the upstream clients.
 
-One ``UserDeps`` per service, built by ``actors.deps`` and owned (closed) by it; actors and
+One ``UserDeps`` per service, built by ``actors.wiring`` and owned (closed) by it; actors and
 turns only use what it holds.
 """
 
@@ -12,17 +12,17 @@ from typing import Any
 import attrs
 import trio
 
-from actors.budget import ModelBudget
-from actors.context import ChatInfoCache
-from actors.events import InboundMessage
-from actors.media import MediaFetcher
-from actors.model import ModelClient
+from actors.customer.context import ChatInfoCache
+from actors.customer.events import InboundMessage
+from actors.customer.media import MediaFetcher
+from actors.runtime.telemetry import Telemetry
 from actors.settings import Settings
-from actors.telemetry import Telemetry
 from actors.tools import ToolRegistry
+from actors.upstream.budget import ModelBudget
+from actors.upstream.model import ModelClient
+from actors.upstream.whapi import WhapiClient
 from actors.validation import Validator
-from actors.voice import AudioShelf, OpenAIAudio, Synthesizer
-from actors.whapi import WhapiClient
+from actors.voice.audio import AudioShelf, OpenAIAudio, Synthesizer
 from store import Store
 
 
@@ -47,5 +47,5 @@ class UserDeps:
     #: Bounds the turns running at once across all actors (``WABOT_MAX_CONCURRENT_TURNS``).
     turn_slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(32))
     #: OpenAI's rate limits, spent fairly by the turns' model calls (its ``run`` is started
-    #: by ``actors.deps``).
+    #: by ``actors.wiring``).
     budget: ModelBudget = attrs.Factory(ModelBudget)
