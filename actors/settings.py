@@ -472,8 +472,18 @@ class Settings:
     )
     #: "typing" shows only when a turn takes longer than this (each send simulates typing too).
     typing_delay_seconds: float = replies(1.0, "'typing…' shows only for turns longer than this")
-    #: Turns running at once, process-wide: past it turns wait, so webhooks keep their CPU.
+    #: Turns running at once, process-wide, network waits included: past it turns wait. The
+    #: bound protects memory (a turn waiting on the model holds its actor, its request and a
+    #: connection), not the CPU, which the turns only use between their waits.
     max_concurrent_turns: int = runtime(32, "turns running at once, process-wide")
+    #: Past this many webhooks being read or journaled at once, webhooks get 503 at once.
+    max_pending_webhooks: int = runtime(
+        512, "webhooks read or journaled at once; past it webhooks get 503 with Retry-After"
+    )
+    #: A loop that ran this late lately sheds webhooks (its one core is saturated); 0: never.
+    shed_loop_lag_seconds: float = runtime(
+        1.0, "webhooks get 503 while the event loop runs later than this (0: never)"
+    )
     #: Connections per upstream client (Whapi, OpenAI).
     http_pool_size: int = upstream(32, "connections per upstream client (Whapi, OpenAI)")
     #: Idle connections kept open per upstream client. httpcore probes every idle connection

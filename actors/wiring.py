@@ -89,6 +89,11 @@ async def open_user_deps(
         policy=retry(attempts=settings.whapi_max_attempts),
         pool_size=settings.http_pool_size,
         keepalive_size=settings.http_keepalive_size,
+        on_pool_wait=telemetry.pool_wait_seconds.labels("whapi").observe,
+    )
+    budget = ModelBudget(
+        requests_per_minute=settings.openai_requests_per_minute,
+        tokens_per_minute=settings.openai_tokens_per_minute,
     )
     model = ModelClient(
         api_key=settings.openai_api_key or "",
@@ -99,6 +104,8 @@ async def open_user_deps(
         policy=retry(attempts=settings.openai_max_attempts),
         pool_size=settings.http_pool_size,
         keepalive_size=settings.http_keepalive_size,
+        budget=budget,
+        on_pool_wait=telemetry.pool_wait_seconds.labels("openai").observe,
     )
     audio = OpenAIAudio(
         api_key=settings.openai_api_key or "",
@@ -126,11 +133,12 @@ async def open_user_deps(
                 temp_files(settings).run, max(1.0, settings.tmp_max_age_seconds / 4)
             )
             nursery.start_soon(shelf.run, max(1.0, settings.audio_ttl_seconds / 4))
-            budget = ModelBudget(
-                requests_per_minute=settings.openai_requests_per_minute,
-                tokens_per_minute=settings.openai_tokens_per_minute,
-            )
             await nursery.start(budget.run)
+            slots = trio.Semaphore(settings.max_concurrent_turns)
+            telemetry.turns_in_flight.set_function(
+                lambda: settings.max_concurrent_turns - slots.value
+            )
+            telemetry.turns_waiting.set_function(lambda: slots.statistics().tasks_waiting)
             telemetry.budget_waiting.set_function(budget.waiting)
             telemetry.budget_oldest_wait.set_function(budget.oldest_wait)
             yield UserDeps(
@@ -152,7 +160,7 @@ async def open_user_deps(
                 shelf=shelf,
                 validator=validator,
                 telemetry=telemetry,
-                turn_slots=trio.Semaphore(settings.max_concurrent_turns),
+                turn_slots=slots,
                 budget=budget,
             )
             nursery.cancel_scope.cancel()

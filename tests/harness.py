@@ -46,6 +46,9 @@ FAST = {
     "turn_timeout_seconds": 10.0,
     "drain_seconds": 5.0,
     "typing_delay_seconds": 0.0,
+    # The bot shares its event loop with the fakes here, on a machine the whole suite loads:
+    # a loop that late is a bug a test should see, a shorter lateness is the test machine.
+    "shed_loop_lag_seconds": 5.0,
 }
 
 

@@ -45,6 +45,8 @@ from store.records import PendingTurn, utcnow
 
 log = logging.getLogger("actors.customer.actor")
 
+#: The stage of a turn due while every slot of ``WABOT_MAX_CONCURRENT_TURNS`` is taken.
+WAITING_FOR_SLOT = "waiting for a turn slot"
 #: The stage of a turn waiting for the store to take a write again.
 WAITING_FOR_STORE = "waiting for the store"
 
@@ -506,7 +508,9 @@ class UserActor:
             # process to resume.
             outcome, settled, error = "cancelled", None, None
             try:
+                turn.stage = WAITING_FOR_SLOT
                 async with self.deps.turn_slots:
+                    turn.stage = "thinking"
                     turn.started_at = trio.current_time()
                     with trio.fail_after(self.settings.turn_timeout_seconds):
                         await TurnRunner(self, batch, turn).run()

@@ -322,13 +322,16 @@ class TurnRunner:
             started = trio.current_time()
             try:
                 with deps.telemetry.model_seconds.time():
-                    return await deps.model.respond(
+                    reply = await deps.model.respond(
                         conversation_id=conversation_id,
                         input_items=items,
                         user_id=self.actor.key,
                         tools=deps.tools.schemas() if tools else (),
                         resumed=resumed,
                     )
+                if reply.tokens is not None:
+                    slot.used(reply.tokens)
+                return reply
             finally:
                 turn.model_seconds += trio.current_time() - started
 
