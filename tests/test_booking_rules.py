@@ -267,7 +267,9 @@ def test_validator_accepts_prices_whatever_the_separators() -> None:
 def test_validator_asks_again_for_a_price_the_tool_never_gave() -> None:
     verdict = check_answer("El Apartamento 1317-A cuesta $230,000 la noche.", [AVAILABILITY])
     assert verdict is not None and verdict.text is None
-    assert verdict.problems == ("el precio $230,000 no aparece en el resultado de check_availability",)
+    assert verdict.problems == (
+        "el precio $230,000 no aparece en el resultado de check_availability",
+    )
     assert verdict.instruction and "$230,000" in verdict.instruction
 
 
