@@ -223,8 +223,8 @@ class Group:
 upstream, server, buffering, runtime, store = map(
     Group, ("upstream", "server", "buffering", "runtime", "store")
 )
-media, context, replies, tools, voice = map(
-    Group, ("media", "context", "replies", "tools", "voice")
+media, context, replies, tools, voice, booking = map(
+    Group, ("media", "context", "replies", "tools", "voice", "booking")
 )
 #: The order ``wabot settings`` and the README show the groups in.
 GROUPS = (
@@ -238,6 +238,7 @@ GROUPS = (
     "replies",
     "tools",
     "voice",
+    "booking",
 )
 
 
@@ -651,6 +652,64 @@ class Settings:
         300.0, "at most one correction per customer this often"
     )
 
+    # Booking: availability and prices from Beds24 (the check_availability tool).
+    beds24_token: str | None = booking(
+        None,
+        "Beds24 long-life token (read only, enough for availability); turns check_availability on",
+        env="BEDS24_TOKEN",
+        parse=_optional,
+    )
+    beds24_refresh_token: str | None = booking(
+        None,
+        "Beds24 refresh token, exchanged for 24 h tokens; turns check_availability on",
+        env="BEDS24_REFRESH_TOKEN",
+        parse=_optional,
+    )
+    beds24_api_url: str = booking(
+        "https://api.beds24.com/v2", "Beds24 API v2 base URL", env="BEDS24_API_URL", parse=_url
+    )
+    beds24_timeout_seconds: float = booking(
+        15.0,
+        "deadline of one Beds24 request",
+        env="BEDS24_TIMEOUT_SECONDS",
+        parse=_positive_seconds,
+    )
+    beds24_max_attempts: int = booking(
+        2, "attempts of one Beds24 call (429, 5xx, connection errors)", env="BEDS24_MAX_ATTEMPTS"
+    )
+    beds24_deadline_seconds: float = booking(
+        40.0,
+        "deadline of one availability check, every attempt included",
+        env="BEDS24_DEADLINE_SECONDS",
+        parse=_positive_seconds,
+    )
+    beds24_cache_seconds: float = booking(
+        300.0, "how long an availability answer is reused", env="BEDS24_CACHE_SECONDS"
+    )
+    beds24_cache_size: int = booking(
+        256, "availability answers kept in the cache", env="BEDS24_CACHE_SIZE"
+    )
+    beds24_max_nights: int = booking(
+        30, "longest stay looked up, in nights", env="BEDS24_MAX_NIGHTS"
+    )
+    beds24_interim_message: str | None = booking(
+        "Voy a consultar disponibilidad",
+        "sent to the customer, once per turn, before several availability checks (none: off)",
+        env="BEDS24_INTERIM_MESSAGE",
+        parse=_optional,
+    )
+    beds24_check_answers: bool = booking(
+        False,
+        "check apartment names and prices in answers against check_availability: names "
+        "corrected, one re-ask per customer per WABOT_VALIDATOR_COOLDOWN_SECONDS",
+        env="BEDS24_CHECK_ANSWERS",
+    )
+
+    @property
+    def beds24(self) -> bool:
+        """True when check_availability is on: a Beds24 token or refresh token is set."""
+        return bool(self.beds24_token or self.beds24_refresh_token)
+
     @property
     def production(self) -> bool:
         return self.env == "production"
@@ -783,6 +842,8 @@ def _build(env: Mapping[str, str]) -> Settings:
             raise SettingsError(
                 f"WABOT_VOICE_TEXT_PATTERNS: invalid pattern {pattern!r}: {exc}"
             ) from None
+    if settings.beds24_token and settings.beds24_refresh_token:
+        raise SettingsError("set BEDS24_TOKEN or BEDS24_REFRESH_TOKEN, not both")
     if settings.max_part_chars > 4096:
         raise SettingsError("WABOT_MAX_PART_CHARS must be at most 4096")
     return settings

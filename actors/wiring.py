@@ -2,13 +2,16 @@
 
 ``open_user_deps`` builds the Whapi client, the OpenAI clients (model, audio, and the speech
 backend ``WABOT_SPEECH_BACKEND`` selects), the media fetcher, the chat-info cache, the tool
-registry, the validator and the audio shelf from the settings, runs the sweepers of temporary
-media, and closes every client on the way out (shielded, so a cancelled shutdown still releases
+registry (with ``check_availability`` and its Beds24 client when ``BEDS24_*`` credentials are
+set), the validator (the booking one first with ``BEDS24_CHECK_ANSWERS``) and the audio shelf
+from the settings, runs the sweepers of temporary media, and closes every client on the way
+out (shielded, so a cancelled shutdown still releases
 its connections). Retries are logged by ``upstream.retry`` alone (stamina's own hooks are off).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -17,22 +20,27 @@ from typing import Any
 import stamina
 import trio
 
+from actors.booking.tool import AvailabilityChecker, availability_tool
+from actors.booking.validator import check_answer
 from actors.customer.actor import UserDeps
 from actors.customer.context import ChatInfoCache
 from actors.customer.events import InboundMessage
 from actors.customer.media import MediaFetcher
 from actors.runtime.telemetry import Telemetry
 from actors.settings import Settings
-from actors.tools import load_registry
+from actors.tools import Tool, load_registry
+from actors.upstream.beds24 import Beds24Client
 from actors.upstream.budget import ModelBudget
 from actors.upstream.model import ModelClient
 from actors.upstream.retry import RetryPolicy
 from actors.upstream.whapi import WhapiClient
-from actors.validation import load_validator
+from actors.validation import Validator, load_validator
 from actors.voice.audio import AudioShelf, OpenAIAudio, Synthesizer
 from actors.voice.realtime import RealtimeSynthesizer
 from store import Store
 from store.tempfiles import TempFiles
+
+log = logging.getLogger("actors.wiring")
 
 
 def temp_files(settings: Settings) -> TempFiles:
@@ -65,6 +73,43 @@ def realtime_synthesizer(settings: Settings, telemetry: Telemetry | None) -> Rea
     )
 
 
+def beds24_client(settings: Settings, policy: RetryPolicy) -> Beds24Client | None:
+    """The Beds24 client when its credentials are set (check_availability is on)."""
+    if not settings.beds24:
+        return None
+    return Beds24Client(
+        base_url=settings.beds24_api_url,
+        token=settings.beds24_token,
+        refresh_token=settings.beds24_refresh_token,
+        timeout=settings.beds24_timeout_seconds,
+        policy=policy,
+    )
+
+
+def booking_tools(settings: Settings, beds24: Beds24Client | None) -> tuple[Tool, ...]:
+    if beds24 is None:
+        return ()
+    checker = AvailabilityChecker.from_settings(beds24, settings)
+    return (
+        availability_tool(
+            checker,
+            interim=settings.beds24_interim_message,
+            deadline=settings.beds24_deadline_seconds,
+        ),
+    )
+
+
+def booking_validator(settings: Settings) -> Validator | None:
+    if not settings.beds24_check_answers:
+        return None
+    if not settings.beds24:
+        log.warning(
+            "BEDS24_CHECK_ANSWERS is on but no Beds24 credentials are set: "
+            "check_availability is off, so no answer is checked"
+        )
+    return check_answer
+
+
 @asynccontextmanager
 async def open_user_deps(
     settings: Settings,
@@ -80,8 +125,14 @@ async def open_user_deps(
         base_seconds=settings.retry_base_seconds,
         max_seconds=settings.retry_max_seconds,
     )
-    tools = load_registry(settings)
-    validator = load_validator(settings.validator_module)
+    validator = load_validator(settings.validator_module, booking_validator(settings))
+    beds24 = beds24_client(settings, retry(attempts=settings.beds24_max_attempts))
+    try:
+        tools = load_registry(settings, booking_tools(settings, beds24))
+    except BaseException:
+        if beds24 is not None:
+            await beds24.aclose()
+        raise
     whapi = WhapiClient(
         base_url=settings.whapi_api_url,
         token=settings.whapi_token or "",
@@ -168,3 +219,5 @@ async def open_user_deps(
         with trio.CancelScope(shield=True):
             for client in (whapi, model, audio, media):
                 await client.aclose()
+            if beds24 is not None:
+                await beds24.aclose()

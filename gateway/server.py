@@ -7,8 +7,9 @@ instead of its ``bind``. What a start needs is written here once:
 
 - ``check_can_serve``: production has credentials and a webhook secret (never the sandbox),
   the data directory is usable; a problem is a ``StartupError`` (one line, exit status 2);
-- the sandbox: without credentials the loopback fakes of Whapi and OpenAI start before the
-  service, and once it is ready a banner says so and ``wabot say`` finds it (marker file);
+- the sandbox: without credentials the loopback fakes of Whapi and OpenAI (and of Beds24,
+  unless its own credentials are set) start before the service, and once it is ready a
+  banner says so and ``wabot say`` finds it (marker file);
 - the store loads after the listener is up: ``/healthz`` answers 200 while ``/readyz`` and
   webhooks answer 503 (nothing is acknowledged before it can be journaled); a service that
   cannot start (store locked or corrupt, data directory unusable) ends the serving with its
@@ -233,12 +234,22 @@ class Shell:
                 openai_state_file=settings.data_dir / SANDBOX_OPENAI_FILE,
             )
         )
+        # Without a Beds24 account of its own, the sandbox asks the fake's demo apartments.
+        beds24: dict[str, Any] = (
+            {}
+            if settings.beds24
+            else {
+                "beds24_token": self.sandbox.beds24.token,
+                "beds24_api_url": self.sandbox.beds24_url,
+            }
+        )
         self.service.settings = attrs.evolve(
             settings,
             whapi_token=whapi_token,
             openai_api_key=openai_key,
             whapi_api_url=self.sandbox.whapi_url,
             openai_base_url=self.sandbox.openai_url,
+            **beds24,
         )
 
     def _announce_sandbox(self) -> None:

@@ -1,7 +1,8 @@
 """FakeOpenAI: a loopback OpenAI API (Responses, Conversations, audio) for tests and benchmarks.
 
 It speaks enough of the real API for the official ``openai`` SDK: conversations and their
-items, ``POST /v1/responses`` (answers come from a pluggable `Responder`; one response in flight
+items, ``POST /v1/responses`` (answers come from a pluggable `Responder`, by default
+`default_responder`, which also calls ``check_availability``; one response in flight
 per conversation, else 400 ``conversation_locked``; input and output items are appended to the
 conversation only after completion), transcriptions (multipart) and speech (binary audio),
 and the Realtime API's websocket on the same port (``fake.realtime``, see ``sandbox.realtime``).
@@ -19,6 +20,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections import deque
@@ -126,12 +128,70 @@ class ResponseRequest:
         return [i for i in self.input_items if i.get("type") == "function_call_output"]
 
 
-def default_responder(request: ResponseRequest) -> str:
-    """Deterministic and friendly: echo the user's text, or report tool outputs."""
+AVAILABILITY_TOOL = "check_availability"
+#: ``check_availability {"startDate": ..., "endDate": ...}`` in a message: that exact call.
+AVAILABILITY_DIRECTIVE = re.compile(re.escape(AVAILABILITY_TOOL) + r"\s*(?=\{)")
+#: A message about availability ("disponible", "disponibilidad"): one call per pair of dates.
+AVAILABILITY_WORDS = re.compile(r"disponib", re.I)
+DATE_IN_TEXT = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b|\b(\d{1,2})/(\d{1,2})/(\d{4})\b")
+PROPERTY_IN_TEXT = re.compile(r"\bpropiedad\s+(\d+)", re.I)
+
+
+def availability_calls(request: ResponseRequest) -> list[dict[str, Any]]:
+    """The ``check_availability`` calls the fake model makes for the customer's message.
+
+    Only when the request offers that tool and the input has no tool outputs yet. Each
+    ``check_availability {json}`` in the text is a call with exactly those arguments
+    (``propertyId``/``roomId`` default to null); otherwise a message that mentions
+    availability makes one call per pair of dates in it (``YYYY-MM-DD`` or ``D/M/YYYY``,
+    passed on as ``YYYY-MM-DD``), for ``propiedad N`` when it names one. Several calls are
+    one round, as a model's parallel calls are.
+    """
+    offered = any(tool.get("name") == AVAILABILITY_TOOL for tool in request.tools)
+    text = request.last_user_text
+    if not offered or not text or request.function_call_outputs:
+        return []
+    arguments: list[dict[str, Any]] = []
+    decoder = json.JSONDecoder()
+    for match in AVAILABILITY_DIRECTIVE.finditer(text):
+        try:
+            value, _end = decoder.raw_decode(text, match.end())
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            arguments.append({"propertyId": None, "roomId": None, **value})
+    if not arguments and AVAILABILITY_WORDS.search(text):
+        dates = [
+            f"{m[1]}-{m[2]}-{m[3]}" if m[1] else f"{m[6]}-{int(m[5]):02d}-{int(m[4]):02d}"
+            for m in DATE_IN_TEXT.finditer(text)
+        ]
+        found = PROPERTY_IN_TEXT.search(text)
+        property_id = int(found[1]) if found else None
+        for start, end in zip(dates[::2], dates[1::2], strict=False):
+            arguments.append(
+                {"startDate": start, "endDate": end, "propertyId": property_id, "roomId": None}
+            )
+    return [
+        {
+            "type": "function_call",
+            "call_id": new_id("call"),
+            "name": AVAILABILITY_TOOL,
+            "arguments": json.dumps(args, ensure_ascii=False),
+        }
+        for args in arguments
+    ]
+
+
+def default_responder(request: ResponseRequest) -> ResponderResult:
+    """Deterministic and friendly: echo the user's text, or report tool outputs; a message
+    about availability calls ``check_availability`` when offered (``availability_calls``)."""
     outputs = request.function_call_outputs
     if outputs:
         joined = "; ".join(str(item.get("output")) for item in outputs)
         return f"Listo, esto es lo que encontré: {joined}"
+    calls = availability_calls(request)
+    if calls:
+        return calls
     text = request.last_user_text
     if text:
         return f"Recibido: {text}"

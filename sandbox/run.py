@@ -1,4 +1,8 @@
-"""Run both fakes together: `run_sandbox` in-process, `main` as ``python -m sandbox``."""
+"""Run the fakes together: `run_sandbox` in-process, `main` as ``python -m sandbox``.
+
+Whapi, OpenAI and Beds24 (with ``FakeBeds24.demo``'s apartments, so that availability can be
+asked about in the local sandbox without a Beds24 account).
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,31 @@ import json
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 
 import attrs
 import trio
 
+from sandbox.beds24 import FakeBeds24
 from sandbox.openai import FakeOpenAI
 from sandbox.whapi import FakeWhapi
 
 DEFAULT_WHAPI_TOKEN = "sandbox-whapi-token"
 DEFAULT_OPENAI_KEY = "sk-sandbox-openai-key"
+DEFAULT_BEDS24_TOKEN = "sandbox-beds24-token"
 
 
 @attrs.define
 class SandboxURLs:
-    """Where the running fakes listen (the OpenAI URL includes ``/v1``), and the fakes."""
+    """Where the running fakes listen (the OpenAI URL includes ``/v1``, Beds24's ``/v2``)."""
 
     whapi_url: str
     openai_url: str
     whapi: FakeWhapi
     openai: FakeOpenAI
+    beds24_url: str
+    beds24: FakeBeds24
 
 
 async def run_sandbox(
@@ -39,14 +48,18 @@ async def run_sandbox(
     webhook_url: str | None = None,
     webhook_headers: Mapping[str, str] | None = None,
     openai_state_file: Path | None = None,
+    beds24_token: str = DEFAULT_BEDS24_TOKEN,
+    beds24_port: int = 0,
     task_status: trio.TaskStatus[SandboxURLs] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve a FakeWhapi and a FakeOpenAI until cancelled; report their `SandboxURLs`.
+    """Serve a FakeWhapi, a FakeOpenAI and a FakeBeds24 until cancelled; report `SandboxURLs`.
 
-    ``openai_state_file`` keeps the fake OpenAI's conversations across restarts.
+    ``openai_state_file`` keeps the fake OpenAI's conversations across restarts; the fake
+    Beds24 takes ``beds24_token`` as its long-life token and has the demo apartments.
     """
     whapi = FakeWhapi(whapi_token, webhook_url=webhook_url, webhook_headers=webhook_headers)
     openai = FakeOpenAI(openai_key, state_file=openai_state_file)
+    beds24 = FakeBeds24(beds24_token).demo(date.today())
     async with trio.open_nursery() as nursery:
         whapi_url = await nursery.start(
             lambda task_status: whapi.serve(host=host, port=whapi_port, task_status=task_status)
@@ -54,14 +67,17 @@ async def run_sandbox(
         openai_url = await nursery.start(
             lambda task_status: openai.serve(host=host, port=openai_port, task_status=task_status)
         )
-        task_status.started(SandboxURLs(whapi_url, openai_url, whapi, openai))
+        beds24_url = await nursery.start(
+            lambda task_status: beds24.serve(host=host, port=beds24_port, task_status=task_status)
+        )
+        task_status.started(SandboxURLs(whapi_url, openai_url, whapi, openai, beds24_url, beds24))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options of ``python -m sandbox``."""
     parser = argparse.ArgumentParser(
         prog="python -m sandbox",
-        description="Run loopback fakes of Whapi and OpenAI; prints one JSON line with URLs.",
+        description="Run loopback fakes of Whapi, OpenAI and Beds24; prints a JSON line of URLs.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--whapi-port", type=int, default=0)
@@ -111,6 +127,8 @@ async def serve_until_signal(args: argparse.Namespace) -> None:
                 "openai_url": urls.openai_url,
                 "whapi_token": args.whapi_token,
                 "openai_key": args.openai_key,
+                "beds24_url": urls.beds24_url,
+                "beds24_token": DEFAULT_BEDS24_TOKEN,
             }
             print(json.dumps(line), flush=True)
             async for _signum in signals:

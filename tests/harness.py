@@ -1,7 +1,8 @@
 """Test harness: a real wabot server on loopback, wired to the sandbox fakes.
 
 Everything goes through real HTTP: tests post webhooks to the bot's ``/hook`` with httpx, the
-bot calls the fake Whapi and fake OpenAI servers, and tests read what the fakes recorded.
+bot calls the fake Whapi, OpenAI (and, with ``beds24_on``, Beds24) servers, and tests read what
+the fakes recorded.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from actors.settings import Settings
 from gateway.app import SECRET_HEADER
 from gateway.server import Running, hypercorn_config, run_server
 from gateway.service import BehaviorWrapper
+from sandbox.beds24 import FakeBeds24
 from sandbox.openai import FakeOpenAI
 from sandbox.whapi import FakeWhapi
 from store.fileio import FileIO
@@ -27,6 +29,8 @@ from store.fileio import FileIO
 WHAPI_TOKEN = "test-whapi-token-123456"
 OPENAI_KEY = "test-openai-key-123456"
 SECRET = "test-webhook-secret"
+BEDS24_TOKEN = "test-beds24-long-life-token"
+BEDS24_REFRESH_TOKEN = "test-beds24-refresh-token"
 
 FAST = {
     "buffer_seconds": 0.15,
@@ -58,6 +62,9 @@ class Fakes:
     openai: FakeOpenAI
     whapi_url: str
     openai_url: str
+    #: Started with the others; a bot uses it with ``make_settings(..., **beds24_on(fakes))``.
+    beds24: FakeBeds24
+    beds24_url: str
 
 
 @asynccontextmanager
@@ -65,10 +72,22 @@ async def open_fakes() -> AsyncIterator[Fakes]:
     async with trio.open_nursery() as nursery:
         whapi = FakeWhapi(WHAPI_TOKEN)
         openai = FakeOpenAI(OPENAI_KEY)
+        beds24 = FakeBeds24(BEDS24_TOKEN, refresh_token=BEDS24_REFRESH_TOKEN)
         whapi_url = await nursery.start(whapi.serve)
         openai_url = await nursery.start(openai.serve)
-        yield Fakes(whapi, openai, whapi_url, openai_url)
+        beds24_url = await nursery.start(beds24.serve)
+        yield Fakes(whapi, openai, whapi_url, openai_url, beds24, beds24_url)
         nursery.cancel_scope.cancel()
+
+
+def beds24_on(fakes: Fakes, *, refresh: bool = False) -> dict[str, Any]:
+    """The settings that turn check_availability on against the fake Beds24."""
+    credential = (
+        {"beds24_refresh_token": BEDS24_REFRESH_TOKEN}
+        if refresh
+        else {"beds24_token": BEDS24_TOKEN}
+    )
+    return {"beds24_api_url": fakes.beds24_url, "beds24_timeout_seconds": 3.0, **credential}
 
 
 def make_settings(fakes: Fakes, data_dir: Path, **overrides: Any) -> Settings:

@@ -4,8 +4,10 @@ In order: show "typing" (or "recording" when the answer will be a voice note) an
 alive; turn media into model input (transcripts, images); find or start the conversation
 (a reset keyword or a long silence starts a fresh one; legacy Assistants threads too); add
 the context block when it is due; call the model, running its tool calls for up to
-``WABOT_TOOL_ROUNDS`` rounds; let the validator ask for one correction; then send the answer
-as a voice note when it suits speech, else as text parts paced with ``typing_time``.
+``WABOT_TOOL_ROUNDS`` rounds (before a round of several calls that includes a tool with an
+``interim`` message, that message goes to the customer, once per turn); let the validator
+correct the answer and ask for one correction; then send the answer as a voice note when it
+suits speech, else as text parts paced with ``typing_time``.
 
 The conversation lock of the actor is held from the first model call to the last, so what a
 human agent writes meanwhile is added to the conversation before or after the turn, never
@@ -44,7 +46,7 @@ from actors.upstream.model import (
     user_message,
 )
 from actors.upstream.whapi import WhapiError
-from actors.validation import ToolOutput
+from actors.validation import ToolOutput, as_verdict
 from actors.voice.audio import AudioError, speakable
 from store import UserRecord
 from store.records import PendingTurn, utcnow
@@ -69,6 +71,8 @@ class TurnState:
     tools: list[str] = attrs.Factory(list)
     parts_sent: int = 0
     voice_sent: bool = False
+    #: A tool's interim message went to the customer (at most one per turn; not a reply part).
+    interim_sent: bool = False
     #: Since when its model call waits for the rate-limit budget (None: it does not).
     waiting_since: datetime | None = None
 
@@ -351,6 +355,7 @@ class TurnRunner:
         while reply.calls:
             rounds += 1
             last_round = rounds >= settings.tool_rounds
+            await self._send_interim([call.name for call in reply.calls])
             results = []
             for call in reply.calls:
                 self.turn.tools.append(call.name)
@@ -369,22 +374,56 @@ class TurnRunner:
             reply = await self._respond(conversation_id, results, tools=not last_round)
         return Answer(reply.text, tuple(outputs))
 
+    async def _send_interim(self, names: list[str]) -> None:
+        """A tool's interim message before a round of several calls, once per turn."""
+        if self.turn.interim_sent:
+            return
+        text = self.deps.tools.interim(names)
+        if not text:
+            return
+        self.turn.interim_sent = True
+        try:
+            if await self._went_out("text", text):
+                return
+            sent = await self.deps.whapi.send_text(self.last.chat_id, text)
+        except WhapiError as exc:  # only a courtesy: the answer follows anyway
+            self.deps.telemetry.sends.labels("text", "error").inc()
+            log.warning("interim message not sent: %s", exc)
+            return
+        self.deps.telemetry.sends.labels("text", "ok").inc()
+        self.actor.remember_sent(sent.message_id)
+
     async def _validated(self, conversation_id: str, answer: Answer) -> Answer:
+        """The answer as the validator corrects it, after at most one re-ask per cool-down."""
         validator, actor = self.deps.validator, self.actor
         if validator is None:
             return answer
+        first = as_verdict(validator(answer.text, answer.tool_outputs))
+        corrected = Answer(first.text or answer.text, answer.tool_outputs)
+        if first.text:
+            log.info("validator corrected the answer in place")
+        if not first.instruction:
+            return corrected
         now = trio.current_time()
         if actor.validated_at is not None and now - actor.validated_at < (
             self.settings.validator_cooldown_seconds
         ):
-            return answer
-        instruction = validator(answer.text, answer.tool_outputs)
-        if not instruction:
-            return answer
+            log.info(
+                "validator found %d problem(s); no re-ask within the cool-down", len(first.problems)
+            )
+            return corrected
         actor.validated_at = now
-        log.info("validator asked for a correction")
-        reply = await self._respond(conversation_id, [developer_note(instruction)], tools=False)
-        return Answer(reply.text or answer.text, answer.tool_outputs)
+        log.info("validator asked for a correction: %s", "; ".join(first.problems))
+        reply = await self._respond(
+            conversation_id, [developer_note(first.instruction)], tools=False
+        )
+        if not reply.text:
+            return corrected
+        second = as_verdict(validator(reply.text, answer.tool_outputs))
+        if len(second.problems) > len(first.problems):
+            log.info("the corrected answer is worse than the first; sending the first")
+            return corrected
+        return Answer(second.text or reply.text, answer.tool_outputs)
 
     # -- sending -------------------------------------------------------------------------------
 
