@@ -15,6 +15,8 @@ import trio
 from sandbox.openai import FakeOpenAI
 from sandbox.whapi import FakeWhapi
 
+#: The demo's documents: a small apartment rental's prices, policies and FAQ, in Spanish.
+SAMPLE_KNOWLEDGE = Path(__file__).resolve().parent / "knowledge"
 DEFAULT_WHAPI_TOKEN = "sandbox-whapi-token"
 DEFAULT_OPENAI_KEY = "sk-sandbox-openai-key"
 
