@@ -97,11 +97,11 @@ def run(
         if not Path(args.folder).is_dir():
             print(f"wabot: {args.folder} is not a folder", file=sys.stderr)
             return 2
-        return trio.run(_sync, settings, args.folder, out, poll_seconds)
-    return trio.run(_status, settings, out)
+        return trio.run(sync_command, settings, args.folder, out, poll_seconds)
+    return trio.run(status_command, settings, out)
 
 
-async def _sync(settings: Settings, folder: str, out: TextIO, poll_seconds: float) -> int:
+async def sync_command(settings: Settings, folder: str, out: TextIO, poll_seconds: float) -> int:
     if settings.vector_store_ids:
         print(
             "wabot: WABOT_VECTOR_STORE_IDS is set, so the answers search those stores, which "
@@ -194,7 +194,7 @@ class TerminalProgress:
         self._clear()
 
 
-async def _status(settings: Settings, out: TextIO) -> int:
+async def status_command(settings: Settings, out: TextIO) -> int:
     path = state_path(settings.data_dir)
     try:
         state = load_state(path)
