@@ -226,6 +226,7 @@ upstream, server, buffering, runtime, store = map(
 media, context, replies, tools, voice, booking = map(
     Group, ("media", "context", "replies", "tools", "voice", "booking")
 )
+knowledge = Group("knowledge")
 #: The order ``wabot settings`` and the README show the groups in.
 GROUPS = (
     "upstream",
@@ -237,6 +238,7 @@ GROUPS = (
     "context",
     "replies",
     "tools",
+    "knowledge",
     "voice",
     "booking",
 )
@@ -709,6 +711,23 @@ class Settings:
     def beds24(self) -> bool:
         """True when check_availability is on: a Beds24 token or refresh token is set."""
         return bool(self.beds24_token or self.beds24_refresh_token)
+
+    # Answers from the business's own documents (``wabot knowledge sync``).
+    #: Stores named here are searched instead of the one ``wabot knowledge sync`` keeps.
+    vector_store_ids: tuple[str, ...] = knowledge(
+        (),
+        "OpenAI vector stores the answers search (comma-separated); empty: the one "
+        "`wabot knowledge sync` keeps",
+        parse=_list,
+    )
+    file_search_max_results: int = knowledge(
+        5, "passages one document search gives the model (1 to 50)", parse=_between(1, 50, int)
+    )
+    knowledge_index_timeout_seconds: float = knowledge(
+        600.0,
+        "how long `wabot knowledge sync` waits for OpenAI to index the documents",
+        parse=_positive_seconds,
+    )
 
     @property
     def production(self) -> bool:

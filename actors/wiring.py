@@ -3,9 +3,10 @@
 ``open_user_deps`` builds the Whapi client, the OpenAI clients (model, audio, and the speech
 backend ``WABOT_SPEECH_BACKEND`` selects), the media fetcher, the chat-info cache, the tool
 registry (with ``check_availability`` and its Beds24 client when ``BEDS24_*`` credentials are
-set), the validator (the booking one first with ``BEDS24_CHECK_ANSWERS``) and the audio shelf
-from the settings, runs the sweepers of temporary media, and closes every client on the way
-out (shielded, so a cancelled shutdown still releases
+set), the validator (the booking one first with ``BEDS24_CHECK_ANSWERS``), the audio shelf and
+the vector stores of the business's documents (``StoreIds``) from the settings, runs the
+sweepers of temporary media, and closes every client on the way out (shielded, so a cancelled
+shutdown still releases
 its connections). Retries are logged by ``upstream.retry`` alone (stamina's own hooks are off).
 """
 
@@ -31,6 +32,7 @@ from actors.settings import Settings
 from actors.tools import Tool, load_registry
 from actors.upstream.beds24 import Beds24Client
 from actors.upstream.budget import ModelBudget
+from actors.upstream.knowledge_state import StoreIds, state_path
 from actors.upstream.model import ModelClient
 from actors.upstream.retry import RetryPolicy
 from actors.upstream.whapi import WhapiClient
@@ -213,6 +215,11 @@ async def open_user_deps(
                 telemetry=telemetry,
                 turn_slots=slots,
                 budget=budget,
+                knowledge=StoreIds(
+                    configured=settings.vector_store_ids,
+                    path=state_path(settings.data_dir),
+                    max_results=settings.file_search_max_results,
+                ),
             )
             nursery.cancel_scope.cancel()
     finally:

@@ -5,12 +5,15 @@ items, ``POST /v1/responses`` (answers come from a pluggable `Responder`, by def
 `default_responder`, which also calls ``check_availability``; one response in flight
 per conversation, else 400 ``conversation_locked``; input and output items are appended to the
 conversation only after completion), transcriptions (multipart) and speech (binary audio),
-and the Realtime API's websocket on the same port (``fake.realtime``, see ``sandbox.realtime``).
+the Realtime API's websocket on the same port (``fake.realtime``, see ``sandbox.realtime``),
+and files, vector stores and a deterministic ``file_search`` (``fake.knowledge``, see
+``sandbox.openai_knowledge``): a request whose ``file_search`` tool finds a document's
+sentence gets a ``file_search_call`` item, and the default responder quotes the sentence.
 
-Given a ``state_file``, it keeps its conversations there (loaded at construction, written a
-moment after each change and when it stops), so a sandbox restarted on the same data
-directory still knows the conversations its customers' records name, as the real service
-would.
+Given a ``state_file``, it keeps its conversations, files and vector stores there (loaded at
+construction, written a moment after each change and when it stops), so a sandbox restarted
+on the same data directory still knows the conversations its customers' records name and the
+documents it synced, as the real service would.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import trio
 
 from sandbox.base import BoundedDict, FakeServer, Request, Response, Route, json_response, route
 from sandbox.faults import FaultRule, Faults
+from sandbox.openai_knowledge import Hit, KnowledgeBase
 from sandbox.realtime import FakeRealtime
 
 DEFAULT_TRANSCRIPT = "transcripción de prueba"
@@ -101,6 +105,8 @@ class ResponseRequest:
     prior_items: list[dict[str, Any]]
     input_items: list[dict[str, Any]]
     tools: list[dict[str, Any]]
+    #: What the request's ``file_search`` tool found for the user's text, best first.
+    file_search: list[Hit] = attrs.Factory(list)
 
     @property
     def last_user_text(self) -> str | None:
@@ -183,8 +189,11 @@ def availability_calls(request: ResponseRequest) -> list[dict[str, Any]]:
 
 
 def default_responder(request: ResponseRequest) -> ResponderResult:
-    """Deterministic and friendly: echo the user's text, or report tool outputs; a message
-    about availability calls ``check_availability`` when offered (``availability_calls``)."""
+    """Deterministic and friendly: quote what file search found, echo the user's text, or
+    report tool outputs; a message about availability calls ``check_availability`` when
+    offered (``availability_calls``)."""
+    if request.file_search:
+        return KnowledgeBase.quoting_answer(request.file_search)
     outputs = request.function_call_outputs
     if outputs:
         joined = "; ".join(str(item.get("output")) for item in outputs)
@@ -336,6 +345,9 @@ class FakeOpenAI(FakeServer):
         "openai_conversation_items_create",
         "openai_audio_speech",
         "openai_audio_transcriptions",
+        "openai_files_create",
+        "openai_vector_stores_create",
+        "openai_vector_store_files_create",
     )
     URL_SUFFIX: ClassVar[str] = "/v1"
 
@@ -350,7 +362,17 @@ class FakeOpenAI(FakeServer):
         max_items_per_conversation: int = 1000,
         max_responses: int = 10_000,
         state_file: Path | None = None,
+        index_seconds: float = 0.0,
+        index_fail_pattern: str | None = None,
     ) -> None:
+        #: Files and vector stores (``index_seconds`` of indexing; names matching
+        #: ``index_fail_pattern`` fail it). Made first: ``routes`` includes its routes.
+        self.knowledge = KnowledgeBase(
+            self.error_response,
+            index_seconds=index_seconds,
+            fail_pattern=index_fail_pattern,
+            on_change=lambda: self._changed.set(),
+        )
         super().__init__(api_key, faults=faults, max_calls=max_calls)
         self.api_key = api_key
         self.responder: Responder = responder or default_responder
@@ -414,6 +436,7 @@ class FakeOpenAI(FakeServer):
                 items=deque(entry.get("items") or (), maxlen=self.max_items_per_conversation),
             )
             self._conversations[conv.id] = conv
+        self.knowledge.load_json(saved.get("knowledge") or {})
 
     def save_state(self) -> None:
         """Write the conversations to ``state_file`` atomically (temp file, fsync, rename)."""
@@ -423,7 +446,8 @@ class FakeOpenAI(FakeServer):
             "conversations": [
                 {**conv.to_json(), "items": list(conv.items)}
                 for conv in self._conversations.values()
-            ]
+            ],
+            "knowledge": self.knowledge.to_json(),
         }
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         temp = self.state_file.with_name(self.state_file.name + ".tmp")
@@ -525,6 +549,7 @@ class FakeOpenAI(FakeServer):
                 body="multipart",
             ),
             route("POST", "/v1/audio/speech", self._speech, schema="openai_audio_speech"),
+            *self.knowledge.routes(),
         ]
 
     def _not_found(self, kind: str, ident: str, param: str | None = None) -> Response:
@@ -656,6 +681,11 @@ class FakeOpenAI(FakeServer):
         problem = self._tool_pairing_problem(prior + input_items)
         if problem is not None:
             return self.error_response(400, problem, param="input")
+        unknown = self.knowledge.unknown_store(list(body.get("tools") or ()))
+        if unknown is not None:
+            return self.error_response(
+                404, f"Vector store with id '{unknown}' not found.", param="tools"
+            )
         if conv is None:
             early = await self.pre_fault(fault)
             if early is not None:
@@ -715,6 +745,7 @@ class FakeOpenAI(FakeServer):
             input_items=input_items,
             tools=list(body.get("tools") or ()),
         )
+        request.file_search = self.knowledge.search(request.tools, request.last_user_text)
         try:
             result = self.responder(request)
             if inspect.isawaitable(result):
@@ -724,6 +755,8 @@ class FakeOpenAI(FakeServer):
                 500, f"The sandbox responder failed: {type(exc).__name__}: {exc}"
             )
         raw_output = [{"type": "message", "content": result}] if isinstance(result, str) else result
+        if request.file_search:
+            raw_output = [self.knowledge.search_call(request.last_user_text or ""), *raw_output]
         output = [normalize_output(item) for item in raw_output]
         input_tokens = estimate_tokens(prior + input_items, body.get("instructions") or "")
         output_tokens = estimate_tokens(output)

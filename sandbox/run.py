@@ -21,6 +21,8 @@ from sandbox.beds24 import FakeBeds24
 from sandbox.openai import FakeOpenAI
 from sandbox.whapi import FakeWhapi
 
+#: The demo's documents: a small apartment rental's prices, policies and FAQ, in Spanish.
+SAMPLE_KNOWLEDGE = Path(__file__).resolve().parent / "knowledge"
 DEFAULT_WHAPI_TOKEN = "sandbox-whapi-token"
 DEFAULT_OPENAI_KEY = "sk-sandbox-openai-key"
 DEFAULT_BEDS24_TOKEN = "sandbox-beds24-token"

@@ -555,6 +555,7 @@ class UserActor:
             "seconds": round(seconds, 3),
             "model_seconds": round(turn.model_seconds, 3),
             "tools": list(turn.tools),
+            "cited": list(turn.cited),
             "parts_sent": turn.parts_sent,
             "resumed": turn.resume is not None,
         }
@@ -567,7 +568,7 @@ class UserActor:
         level = logging.INFO if outcome in {"replied", "cancelled"} else logging.WARNING
         log.log(
             level,
-            "user %s: turn %s %s in %.2f s (model %.2f s, tools: %s, parts sent: %d%s)%s",
+            "user %s: turn %s %s in %.2f s (model %.2f s, tools: %s, parts sent: %d%s%s)%s",
             self.key,
             turn.turn_id,
             outcome,
@@ -576,6 +577,7 @@ class UserActor:
             ", ".join(turn.tools) or "none",
             turn.parts_sent,
             ", voice" if turn.voice_sent else "",
+            f", cited: {', '.join(turn.cited)}" if turn.cited else "",
             f": {error}" if error else "",
         )
 

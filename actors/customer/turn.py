@@ -5,9 +5,11 @@ alive; turn media into model input (transcripts, images); find or start the conv
 (a reset keyword or a long silence starts a fresh one; legacy Assistants threads too); add
 the context block when it is due; call the model, running its tool calls for up to
 ``WABOT_TOOL_ROUNDS`` rounds (before a round of several calls that includes a tool with an
-``interim`` message, that message goes to the customer, once per turn); let the validator
-correct the answer and ask for one correction; then send the answer as a voice note when it
-suits speech, else as text parts paced with ``typing_time``.
+``interim`` message, that message goes to the customer, once per turn; with ``file_search``
+over the business's documents when there is a vector store: the documents its answers cite
+are kept for the turn's log line and inspection, the citation markers are stripped from the
+text); let the validator correct the answer and ask for one correction; then send the answer
+as a voice note when it suits speech, else as text parts paced with ``typing_time``.
 
 The conversation lock of the actor is held from the first model call to the last, so what a
 human agent writes meanwhile is added to the conversation before or after the turn, never
@@ -69,6 +71,8 @@ class TurnState:
     #: What the turn did, for its log line and inspection.
     model_seconds: float = 0.0
     tools: list[str] = attrs.Factory(list)
+    #: The business's documents its answers cited (file names, first citation first).
+    cited: list[str] = attrs.Factory(list)
     parts_sent: int = 0
     voice_sent: bool = False
     #: A tool's interim message went to the customer (at most one per turn; not a reply part).
@@ -330,14 +334,26 @@ class TurnRunner:
                         conversation_id=conversation_id,
                         input_items=items,
                         user_id=self.actor.key,
-                        tools=deps.tools.schemas() if tools else (),
+                        tools=self._tools() if tools else (),
                         resumed=resumed,
                     )
                 if reply.tokens is not None:
                     slot.used(reply.tokens)
-                return reply
             finally:
                 turn.model_seconds += trio.current_time() - started
+        if reply.searched:
+            turn.tools.append("file_search")
+        for citation in reply.citations:
+            if citation.filename not in turn.cited:
+                turn.cited.append(citation.filename)
+        return reply
+
+    def _tools(self) -> list[dict[str, Any]]:
+        """The business's function tools, and ``file_search`` over its documents if any."""
+        schemas = self.deps.tools.schemas()
+        knowledge = self.deps.knowledge
+        search = knowledge.tool() if knowledge is not None else None
+        return [*schemas, search] if search is not None else schemas
 
     async def _tool_loop(self, conversation_id: str, reply: ModelReply) -> Answer:
         """Run the tool calls of ``reply`` (the turn's first answer), round after round."""

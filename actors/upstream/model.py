@@ -63,8 +63,17 @@ class FunctionCall:
 
 
 @attrs.frozen
+class Citation:
+    """A document an answer cites (a ``file_citation`` annotation of its text)."""
+
+    file_id: str
+    filename: str
+
+
+@attrs.frozen
 class ModelReply:
-    """What one ``responses.create`` produced: text, and function calls to run (if any)."""
+    """What one ``responses.create`` produced: text, and function calls to run (if any);
+    whether it searched the business's documents (``file_search``) and which it cited."""
 
     response_id: str | None
     text: str
@@ -72,6 +81,8 @@ class ModelReply:
     recovered: bool = False
     #: Tokens OpenAI counted for the call (None when it did not say, or for a recovered answer).
     tokens: int | None = None
+    searched: bool = False
+    citations: tuple[Citation, ...] = ()
 
 
 def pool_limits(size: int, keepalive: int | None = None) -> httpx2.Limits:
@@ -333,17 +344,28 @@ def _reply(response: object) -> ModelReply:
         # The SDK hands back the body as text when a success is not JSON.
         raise ModelError("OpenAI answered responses.create with a body that is not JSON")
     calls: list[FunctionCall] = []
+    citations: dict[str, Citation] = {}
+    searched = False
     for item in response.output:
         if item.type == "function_call":
             if not isinstance(item.call_id, str) or not isinstance(item.name, str):
                 raise ModelError("OpenAI returned a function call without call_id or name")
             calls.append(FunctionCall(item.call_id, item.name, item.arguments or "{}"))
+        elif item.type == "file_search_call":
+            searched = True
+        elif item.type == "message":
+            for part in item.content:
+                for note in getattr(part, "annotations", None) or ():
+                    if getattr(note, "type", None) == "file_citation":
+                        citations.setdefault(note.file_id, Citation(note.file_id, note.filename))
     usage = response.usage
     return ModelReply(
         response_id=response.id,
         text=response.output_text,
         calls=tuple(calls),
         tokens=usage.total_tokens if usage is not None else None,
+        searched=searched,
+        citations=tuple(citations.values()),
     )
 
 
