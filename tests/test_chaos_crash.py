@@ -87,7 +87,8 @@ async def test_chaos_crash_sigkill_during_traffic_loses_nothing(tmp_path: Path) 
             missing = acked - answered()
             assert not missing, (
                 f"{len(missing)} acknowledged messages never answered, e.g. {sorted(missing)[:5]}; "
-                f"the last run's log ends:\n{bot.logs[-4000:]}"
+                f"the last run's log ends:\n{bot.logs[-4000:]}\n"
+                + _where(fakes, sorted(missing)[:2], [*logs, bot.logs])
             )
             await trio.sleep(0.5)
             logs.append(bot.logs)
@@ -149,5 +150,6 @@ def _where(fakes: Any, tags: list[str], logs: list[str]) -> str:
                     )
         user = f"5730088{int(tag.split('-u')[1].split('-')[0]):05d}"
         for run, text in enumerate(logs):
-            lines += [f"run {run}: {line[:300]}" for line in text.splitlines() if user in line][:40]
+            lines += [f"run {run}: {line[:300]}" for line in text.splitlines() if user in line][:60]
+        lines += [f"sent to {tag}'s customer: {m.body!r}" for m in fakes.whapi.sent if user in m.to]
     return "\n".join(lines)
