@@ -11,7 +11,9 @@ The SDK's own retries are off (``max_retries=0``): it sends no idempotency key, 
 retry of a ``responses.create`` that succeeded server-side would append the turn twice. Our
 retry is safe instead: after an ambiguous failure (timeout, 5xx, dropped connection,
 ``conversation_locked``) it first reads the conversation's newest items, and if our input is
-already there with an answer after it, that answer is the result. A ``conversation_locked``
+already there with an answer after it, that answer is the result; when it cannot read them,
+that attempt fails and the next one looks again (it never asks without having looked). A
+``conversation_locked``
 right after an ambiguous failure means our abandoned request is probably still running on
 OpenAI's side: the retry then waits for it (bounded by one more client timeout, without using
 up an attempt) and recovers its answer, instead of failing the turn or running it twice.
@@ -308,7 +310,11 @@ class ModelClient:
     async def _recover(
         self, conversation_id: str, input_items: list[dict[str, Any]]
     ) -> ModelReply | None:
-        """If a previous attempt did complete server-side, return its answer."""
+        """If a previous attempt did complete server-side, return its answer.
+
+        A failure to look raises (and uses up an attempt): not knowing whether the input is
+        already in the conversation is no reason to send it again.
+        """
         wanted = _first_text(input_items)
         if wanted is None:
             return None
@@ -319,7 +325,7 @@ class ModelClient:
                 )
         except FAILURES as exc:
             log.warning("could not inspect conversation after an ambiguous failure: %r", exc)
-            return None
+            raise
         newer: list[dict[str, Any]] = []
         for item in page.data:
             data = item.model_dump()
