@@ -14,6 +14,12 @@ The rules, in order:
   note, else ``buffer_seconds``), pushed back while the customer is typing or recording
   (``typing_seconds`` after the latest presence), but never past ``max_wait_seconds`` after
   the first message; and not before ``retry_at`` when a store outage put the last attempt off.
+
+And the rule of when a running turn gives way (``may_supersede``): messages that arrived while
+it thinks supersede it, so that one turn answers them all, while ``supersede`` is on, nothing
+of its reply has gone out and no tool has run (``committed``), it is no turn resumed after a
+restart, it gave way fewer than ``supersede_max`` times, and no waiting message is a reset
+keyword (a reset is a turn of its own).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class Timings:
     max_wait_seconds: float
     max_buffered: int
     max_buffered_chars: int
+    supersede: bool = True
+    supersede_max: int = 2
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,3 +160,32 @@ def due_at(
     if retry_at is not None:
         due = max(due, retry_at)
     return due
+
+
+def may_supersede(
+    buffer: Buffer,
+    timings: Timings,
+    *,
+    superseded: int,
+    committed: bool,
+    resumed: bool = False,
+    reset_keywords: frozenset[str] = frozenset(),
+) -> bool:
+    """Whether a running turn gives way to one that also answers the messages in ``buffer``.
+
+    ``superseded``: how many times the turn gave way already. ``committed``: a part of its
+    reply started going out, or a tool ran (a tool's effect, such as a handoff, cannot be
+    taken back). ``resumed``: the turn resumes one a dead process left unfinished (its input
+    may already be answered on OpenAI; it is finished as it was). ``reset_keywords``: in
+    lower case; a waiting reset is left for the next turn.
+    """
+    if not timings.supersede or not buffer.messages or committed or resumed:
+        return False
+    if superseded >= timings.supersede_max:
+        return False
+    return not has_reset(buffer, reset_keywords)
+
+
+def has_reset(buffer: Buffer, reset_keywords: frozenset[str]) -> bool:
+    """Whether a buffered message is a reset keyword (``reset_keywords`` in lower case)."""
+    return any(m.text.strip().lower() in reset_keywords for m in buffer.messages)
