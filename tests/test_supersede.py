@@ -8,10 +8,24 @@ after them, the answer the customer received.
 
 from __future__ import annotations
 
-import attrs
+from pathlib import Path
+from typing import Any
 
-from actors.customer.buffering import Buffer, Timings, may_supersede
+import attrs
+import trio
+
+from actors.customer.buffering import Buffer, Timings, fitting, may_supersede
 from actors.customer.events import InboundMessage
+from sandbox import payloads
+from sandbox.openai import item_texts
+from tests.harness import Bot, Fakes, make_settings, open_bot, open_fakes, wait_until
+from tests.process import ADMIN_TOKEN
+
+USER = "573001234567"
+CHAT = f"{USER}@s.whatsapp.net"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+#: The fake model's first answer takes this long, so the customer can write during it.
+THINKING = 1.0
 
 T = Timings(
     buffer_seconds=5.0,
@@ -63,3 +77,182 @@ def test_a_resumed_turn_and_a_waiting_reset_are_left_alone() -> None:
     buffer = waiting("x", " RESET ")
     assert not may_supersede(buffer, T, superseded=0, committed=False, reset_keywords=RESETS)
     assert may_supersede(buffer, T, superseded=0, committed=False)
+
+
+def test_only_what_fits_beside_the_turn_under_the_caps_is_taken() -> None:
+    small = attrs.evolve(T, max_buffered=3, max_buffered_chars=30)
+    buffer = Buffer()
+    for n, text in enumerate(("a" * 9, "b" * 9, "c" * 9)):
+        buffer.add(message(n, text), 100.0 + n, small)
+    # A turn of one message and 10 characters: room for one more message of 9 (and "\n").
+    assert fitting(buffer, small, taken_messages=1, taken_chars=10) == 2
+    assert fitting(buffer, small, taken_messages=2, taken_chars=10) == 1
+    assert fitting(buffer, small, taken_messages=1, taken_chars=25) == 0
+    assert not may_supersede(buffer, small, superseded=0, committed=False, taken_chars=25)
+    assert may_supersede(buffer, small, superseded=0, committed=False, taken_chars=10)
+    batch, ids = buffer.take_first(1)
+    assert [m.text for m in batch] == ["a" * 9] and ids == ["m0"]
+    assert [m.message_id for m in buffer.messages] == ["m1", "m2"] and buffer.chars == 18
+    batch, ids = buffer.take_first(5)
+    assert ids == ["m1", "m2"] and not buffer.messages and not buffer.ids
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+
+def responses_calls(fakes: Fakes) -> list[Any]:
+    return fakes.openai.calls_to("/v1/responses$", "POST")
+
+
+def input_text(call: Any) -> str:
+    """The customer's text in a /v1/responses request (context notes left out)."""
+    return "".join(
+        part["text"]
+        for item in call.json["input"]
+        if item.get("role") == "user" and isinstance(item.get("content"), list)
+        for part in item["content"]
+        if part["type"] == "input_text"
+    )
+
+
+def said(fakes: Fakes) -> list[tuple[str, str]]:
+    """The only conversation's user and assistant messages, oldest first (notes left out)."""
+    (items,) = fakes.openai.conversations.values()
+    return [
+        (item["role"], "\n".join(item_texts(item)))
+        for item in items
+        if item.get("type") == "message" and item.get("role") in {"user", "assistant"}
+    ]
+
+
+async def say(bot: Bot, text: str) -> None:
+    response = await bot.post(payloads.webhook([payloads.text_message(USER, text)]))
+    assert response.status_code == 200, response.text
+
+
+async def inspect(bot: Bot) -> dict[str, Any]:
+    response = await bot.http.get(f"{bot.url}/actors/{USER}", headers=AUTH)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def supersedes(bot: Bot, result: str = "done") -> float:
+    wanted = f'wabot_supersedes_total{{result="{result}"}} '
+    for line in (await bot.http.get(f"{bot.url}/metrics")).text.splitlines():
+        if line.startswith(wanted):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def settled(bot: Bot) -> bool:
+    cell = bot.service.supervisor.cell(USER)
+    idle = cell is None or (cell.behavior is not None and cell.behavior.is_idle())
+    return idle and not bot.service.store.pending_for(USER)
+
+
+async def test_a_message_while_the_model_thinks_gets_one_answer_with_the_first(
+    tmp_path: Path,
+) -> None:
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, admin_token=ADMIN_TOKEN)
+        async with open_bot(fakes, settings) as bot:
+            fakes.openai.faults.delay(r"/responses$", THINKING, times=1)
+            await say(bot, "primera")
+            await wait_until(lambda: len(responses_calls(fakes)) == 1)
+            await say(bot, "segunda")
+            await trio.sleep(0.2)
+            during = await inspect(bot)
+            assert during["turn"] is not None and during["turn"]["superseded"] == 0
+            sent = await fakes.whapi.wait_sent(1, to=CHAT, timeout=THINKING + 5)
+            await wait_until(lambda: settled(bot))
+            await trio.sleep(0.3)  # no second reply comes
+            assert len(fakes.whapi.sent_to(CHAT)) == 1
+            assert "primera" in (sent[0].body or "") and "segunda" in (sent[0].body or "")
+            assert [input_text(c) for c in responses_calls(fakes)] == [
+                "primera",
+                "primera\nsegunda",
+            ]
+            # What the customer saw, and nothing else: their messages once, one answer after.
+            assert said(fakes) == [
+                ("user", "primera\nsegunda"),
+                ("assistant", "Recibido: primera\nsegunda"),
+            ]
+            assert sent[0].body == "Recibido: primera\nsegunda"
+            after = await inspect(bot)
+            assert after["last_turn"]["outcome"] == "replied"
+            assert after["last_turn"]["superseded"] == 1
+            assert after["turns"] == 1
+            assert await supersedes(bot) == 1 and await supersedes(bot, "kept") == 0
+            assert bot.service.store.get(USER).pending_turn is None
+        assert not fakes.openai.invalid_calls and not fakes.whapi.invalid_calls
+
+
+async def test_a_message_after_the_reply_started_going_out_does_not_cut_it(
+    tmp_path: Path,
+) -> None:
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, admin_token=ADMIN_TOKEN)
+        async with open_bot(fakes, settings) as bot:
+            fakes.whapi.faults.delay(r"/messages/text$", THINKING, method="POST", times=1)
+            await say(bot, "primera")
+            await wait_until(lambda: fakes.whapi.calls_to(r"/messages/text$", "POST"))
+            await say(bot, "segunda")
+            sent = await fakes.whapi.wait_sent(2, to=CHAT, timeout=THINKING + 5)
+            await wait_until(lambda: settled(bot))
+            assert [m.body for m in sent] == ["Recibido: primera", "Recibido: segunda"]
+            assert [input_text(c) for c in responses_calls(fakes)] == ["primera", "segunda"]
+            assert said(fakes) == [
+                ("user", "primera"),
+                ("assistant", "Recibido: primera"),
+                ("user", "segunda"),
+                ("assistant", "Recibido: segunda"),
+            ]
+            info = await inspect(bot)
+            assert info["turns"] == 2 and info["last_turn"]["superseded"] == 0
+            assert await supersedes(bot) == 0
+
+
+async def test_past_the_bound_the_turn_answers_and_the_rest_get_the_next_turn(
+    tmp_path: Path,
+) -> None:
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, admin_token=ADMIN_TOKEN, supersede_max=2)
+        async with open_bot(fakes, settings) as bot:
+            fakes.openai.faults.delay(r"/responses$", THINKING, times=3)
+            await say(bot, "uno")
+            for calls, text in ((1, "dos"), (2, "tres"), (3, "cuatro")):
+                await wait_until(lambda n=calls: len(responses_calls(fakes)) == n, timeout=10)
+                await say(bot, text)
+            sent = await fakes.whapi.wait_sent(2, to=CHAT, timeout=4 * THINKING + 5)
+            await wait_until(lambda: settled(bot))
+            assert [m.body for m in sent] == ["Recibido: uno\ndos\ntres", "Recibido: cuatro"]
+            assert [input_text(c) for c in responses_calls(fakes)] == [
+                "uno",
+                "uno\ndos",
+                "uno\ndos\ntres",
+                "cuatro",
+            ]
+            assert said(fakes) == [
+                ("user", "uno\ndos\ntres"),
+                ("assistant", "Recibido: uno\ndos\ntres"),
+                ("user", "cuatro"),
+                ("assistant", "Recibido: cuatro"),
+            ]
+            info = await inspect(bot)
+            assert info["turns"] == 2 and info["last_turn"]["superseded"] == 0
+            assert await supersedes(bot) == 2
+
+
+async def test_off_keeps_one_answer_per_turn(tmp_path: Path) -> None:
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, admin_token=ADMIN_TOKEN, supersede=False)
+        async with open_bot(fakes, settings) as bot:
+            fakes.openai.faults.delay(r"/responses$", THINKING, times=1)
+            await say(bot, "primera")
+            await wait_until(lambda: len(responses_calls(fakes)) == 1)
+            await say(bot, "segunda")
+            sent = await fakes.whapi.wait_sent(2, to=CHAT, timeout=THINKING + 5)
+            await wait_until(lambda: settled(bot))
+            assert [m.body for m in sent] == ["Recibido: primera", "Recibido: segunda"]
+            assert [input_text(c) for c in responses_calls(fakes)] == ["primera", "segunda"]
+            assert await supersedes(bot) == 0
