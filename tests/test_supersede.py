@@ -19,7 +19,7 @@ from actors.customer.events import InboundMessage
 from sandbox import payloads
 from sandbox.openai import item_texts
 from tests.harness import Bot, Fakes, make_settings, open_bot, open_fakes, wait_until
-from tests.process import ADMIN_TOKEN
+from tests.process import ADMIN_TOKEN, open_bot_process
 
 USER = "573001234567"
 CHAT = f"{USER}@s.whatsapp.net"
@@ -256,3 +256,45 @@ async def test_off_keeps_one_answer_per_turn(tmp_path: Path) -> None:
             assert [m.body for m in sent] == ["Recibido: primera", "Recibido: segunda"]
             assert [input_text(c) for c in responses_calls(fakes)] == ["primera", "segunda"]
             assert await supersedes(bot) == 0
+
+
+async def test_killed_right_after_a_supersede_the_next_process_loses_and_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    """The stored intent names the superseding ask (both messages, their joined input): the
+    next process resumes it, recovers its answer, and asks nothing again."""
+    superseding = trio.Event()
+
+    async def slow(request: Any) -> str:
+        if request.last_user_text == "primera\nsegunda":
+            superseding.set()
+        await trio.sleep(THINKING)
+        return f"Respuesta a {request.last_user_text}"
+
+    timings = {"buffer_seconds": 0.1, "max_wait_seconds": 1.0}
+    async with open_fakes() as fakes:
+        fakes.openai.responder = slow
+        async with open_bot_process(fakes, tmp_path / "data", **timings) as bot:
+            hook = payloads.webhook([payloads.text_message(USER, "primera")])
+            assert (await bot.post(hook)).status_code == 200
+            await wait_until(lambda: len(responses_calls(fakes)) == 1, timeout=10)
+            hook = payloads.webhook([payloads.text_message(USER, "segunda")])
+            assert (await bot.post(hook)).status_code == 200
+            with trio.fail_after(10):
+                await superseding.wait()
+            bot.kill()
+            assert await bot.wait_exit(10) == -9
+            assert "gives way" in bot.logs
+        await trio.sleep(THINKING + 0.5)  # the superseding response completes on the fake
+        async with open_bot_process(fakes, tmp_path / "data", **timings) as bot:
+            await fakes.whapi.wait_sent(1, to=CHAT, timeout=15)
+            await trio.sleep(0.5)
+            assert "resuming turn" in bot.logs
+        assert [m.body for m in fakes.whapi.sent_to(CHAT)] == ["Respuesta a primera\nsegunda"]
+        assert said(fakes) == [
+            ("user", "primera\nsegunda"),
+            ("assistant", "Respuesta a primera\nsegunda"),
+        ]
+        # Recovered from the conversation, not asked again.
+        asked = [input_text(c) for c in responses_calls(fakes)]
+        assert asked == ["primera", "primera\nsegunda"]
