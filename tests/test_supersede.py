@@ -8,6 +8,7 @@ after them, the answer the customer received.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +257,32 @@ async def test_off_keeps_one_answer_per_turn(tmp_path: Path) -> None:
             assert [m.body for m in sent] == ["Recibido: primera", "Recibido: segunda"]
             assert [input_text(c) for c in responses_calls(fakes)] == ["primera", "segunda"]
             assert await supersedes(bot) == 0
+
+
+async def test_an_answer_that_cannot_be_taken_back_is_sent_and_the_rest_wait(
+    tmp_path: Path,
+) -> None:
+    """OpenAI refuses the deletes: the conversation keeps the first answer, so the customer
+    gets it, and the later message its own turn (as without supersede)."""
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, admin_token=ADMIN_TOKEN)
+        async with open_bot(fakes, settings) as bot:
+            fakes.openai.faults.delay(r"/responses$", THINKING, times=1)
+            fakes.openai.faults.add(r"/items/", method="DELETE", status=400, times=math.inf)
+            await say(bot, "primera")
+            await wait_until(lambda: len(responses_calls(fakes)) == 1)
+            await say(bot, "segunda")
+            sent = await fakes.whapi.wait_sent(2, to=CHAT, timeout=THINKING + 5)
+            await wait_until(lambda: settled(bot))
+            assert [m.body for m in sent] == ["Recibido: primera", "Recibido: segunda"]
+            assert said(fakes) == [
+                ("user", "primera"),
+                ("assistant", "Recibido: primera"),
+                ("user", "segunda"),
+                ("assistant", "Recibido: segunda"),
+            ]
+            assert await supersedes(bot, "kept") == 1 and await supersedes(bot) == 0
+            assert (await inspect(bot))["turns"] == 2
 
 
 async def test_killed_right_after_a_supersede_the_next_process_loses_and_repeats_nothing(

@@ -318,6 +318,7 @@ class TurnRunner:
         if not actor.may_supersede(turn):
             return None
         if not await self.deps.model.discard_turn(conversation_id, prepared.text):
+            turn.committed = True  # the conversation has this answer: it is the one given
             telemetry.supersedes.labels("kept").inc()
             log.warning("the customer wrote meanwhile, but the answer stays in the conversation")
             return None
