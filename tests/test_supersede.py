@@ -19,8 +19,17 @@ from actors.customer.buffering import Buffer, Timings, fitting, may_supersede
 from actors.customer.events import InboundMessage
 from sandbox import payloads
 from sandbox.openai import item_texts
-from tests.harness import Bot, Fakes, make_settings, open_bot, open_fakes, wait_until
+from tests.harness import (
+    Bot,
+    Fakes,
+    beds24_on,
+    make_settings,
+    open_bot,
+    open_fakes,
+    wait_until,
+)
 from tests.process import ADMIN_TOKEN, open_bot_process
+from tests.test_booking import CALENDAR, apartments, iso
 
 USER = "573001234567"
 CHAT = f"{USER}@s.whatsapp.net"
@@ -283,6 +292,71 @@ async def test_an_answer_that_cannot_be_taken_back_is_sent_and_the_rest_wait(
             ]
             assert await supersedes(bot, "kept") == 1 and await supersedes(bot) == 0
             assert (await inspect(bot))["turns"] == 2
+
+
+def inspect_turns(bot: Bot) -> int:
+    cell = bot.service.supervisor.cell(USER)
+    actor = getattr(cell.behavior, "inner", cell.behavior) if cell is not None else None
+    return actor.turns if actor is not None else 0
+
+
+def types_said(fakes: Fakes) -> list[str]:
+    """The only conversation's items as ``type`` (or ``type:role``), notes left out."""
+    (items,) = fakes.openai.conversations.values()
+    return [
+        f"{item['type']}:{item['role']}" if item["type"] == "message" else item["type"]
+        for item in items
+        if item.get("role") != "developer"
+    ]
+
+
+async def test_a_turn_whose_model_asked_for_a_tool_gives_way_before_the_tool_runs(
+    tmp_path: Path,
+) -> None:
+    """The abandoned answer was a function call: it is deleted with its input (a call left
+    without its output would break the conversation), and the tool runs once, for all."""
+    async with open_fakes() as fakes:
+        apartments(fakes)
+        settings = make_settings(fakes, tmp_path, admin_token=ADMIN_TOKEN, **beds24_on(fakes))
+        async with open_bot(fakes, settings) as bot:
+            fakes.openai.faults.delay(r"/responses$", THINKING, times=1)
+            await say(bot, f"¿disponibilidad del {iso(3)} al {iso(5)}?")
+            await wait_until(lambda: len(responses_calls(fakes)) == 1)
+            await say(bot, "para dos personas")
+            await wait_until(lambda: settled(bot) and bool(fakes.whapi.sent_to(CHAT)), timeout=10)
+            answer = "\n".join(m.body or "" for m in fakes.whapi.sent_to(CHAT))
+            assert "Apartaestudio 715-C" in answer and "Recibido" not in answer
+            assert types_said(fakes) == [
+                "message:user",
+                "function_call",
+                "function_call_output",
+                "message:assistant",
+            ]
+            assert said(fakes)[0] == (
+                "user",
+                f"¿disponibilidad del {iso(3)} al {iso(5)}?\npara dos personas",
+            )
+            info = await inspect(bot)
+            assert info["turns"] == 1 and info["last_turn"]["superseded"] == 1
+            assert info["last_turn"]["tools"] == ["check_availability"]
+        assert not fakes.openai.invalid_calls
+        assert all(c.status == 200 for c in responses_calls(fakes))
+
+
+async def test_a_message_while_a_tool_runs_waits_for_the_next_turn(tmp_path: Path) -> None:
+    async with open_fakes() as fakes:
+        apartments(fakes)
+        fakes.beds24.faults.delay(CALENDAR, THINKING, times=1)
+        settings = make_settings(fakes, tmp_path, admin_token=ADMIN_TOKEN, **beds24_on(fakes))
+        async with open_bot(fakes, settings) as bot:
+            await say(bot, f"¿disponibilidad del {iso(3)} al {iso(5)}?")
+            await wait_until(lambda: bool(fakes.beds24.calls_to(CALENDAR)), timeout=5)
+            await say(bot, "segunda")
+            await wait_until(lambda: inspect_turns(bot) == 2 and settled(bot), timeout=10)
+            *answer, second = [m.body or "" for m in fakes.whapi.sent_to(CHAT)]
+            assert "Apartaestudio 715-C" in "\n".join(answer)
+            assert second == "Recibido: segunda"
+            assert await supersedes(bot) == 0
 
 
 async def test_killed_right_after_a_supersede_the_next_process_loses_and_repeats_nothing(
