@@ -492,6 +492,7 @@ class Settings:
         0,
         "turns running at once, process-wide, network waits included (0: a quarter of "
         "WABOT_MEMORY_SOFT_MB at 100 KiB a turn, 2621 at 1024 MB)",
+        parse=_number(int, minimum=0),
     )
     #: Past this many webhooks being read or journaled at once, webhooks get 503 at once.
     max_pending_webhooks: int = runtime(
@@ -503,7 +504,9 @@ class Settings:
     )
     #: Connections per upstream client (Whapi, OpenAI).
     http_pool_size: int = upstream(
-        0, "connections per upstream client, Whapi and OpenAI (0: as many as turns in flight)"
+        0,
+        "connections per upstream client, Whapi and OpenAI (0: as many as turns in flight)",
+        parse=_number(int, minimum=0),
     )
     #: Idle connections kept open per upstream client. httpcore probes every idle connection
     #: (a poll syscall each) whenever a request starts or ends, so a full idle pool of 32 cost
