@@ -319,6 +319,12 @@ class Settings:
         "the store's directory: snapshot, journal, backups, lock",
         parse=lambda _n, raw: Path(raw),
     )
+    channels_file: Path | None = server(  # noqa: RUF009 (None, or an immutable Path)
+        None,
+        "TOML file of the WhatsApp numbers (channels) served, each with its own settings "
+        "(unset: one channel, default, from these settings)",
+        parse=lambda _n, raw: Path(raw),
+    )
     tmp_dir: Path = server(  # noqa: RUF009 (a Path default is immutable)
         TMP_DIR,
         "scratch directory of downloaded and synthesized audio",
