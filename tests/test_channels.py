@@ -527,3 +527,12 @@ async def test_channels_and_their_actors_over_the_admin_api(tmp_path: Path) -> N
         assert bot.service.store.get(USER).conversation_id is not None  # default's untouched
         missing = await http.post(f"{url}/channels/support/actors/{USER}/pause", headers=AUTH)
         assert missing.status_code == 404 and "unknown channel" in missing.text
+
+
+def test_log_lines_about_another_channels_customer_carry_the_channel() -> None:
+    from actors.runtime.logcontext import bind, current
+
+    with bind(user=USER, turn=f"{USER}-1"):
+        assert current() == {"user": USER, "turn": f"{USER}-1"}  # default: as before
+    with bind(user=f"sales:{USER}"):
+        assert current() == {"user": f"sales:{USER}", "channel": "sales"}
