@@ -319,6 +319,12 @@ class Settings:
         "the store's directory: snapshot, journal, backups, lock",
         parse=lambda _n, raw: Path(raw),
     )
+    channels_file: Path | None = server(  # noqa: RUF009 (None, or an immutable Path)
+        None,
+        "TOML file of the WhatsApp numbers (channels) served, each with its own settings "
+        "(unset: one channel, default, from these settings)",
+        parse=lambda _n, raw: Path(raw),
+    )
     tmp_dir: Path = server(  # noqa: RUF009 (a Path default is immutable)
         TMP_DIR,
         "scratch directory of downloaded and synthesized audio",
@@ -500,6 +506,7 @@ class Settings:
         0,
         "turns running at once, process-wide, network waits included (0: a quarter of "
         "WABOT_MEMORY_SOFT_MB at 100 KiB a turn, 2621 at 1024 MB)",
+        parse=_number(int, minimum=0),
     )
     #: Past this many webhooks being read or journaled at once, webhooks get 503 at once.
     max_pending_webhooks: int = runtime(
@@ -511,7 +518,9 @@ class Settings:
     )
     #: Connections per upstream client (Whapi, OpenAI).
     http_pool_size: int = upstream(
-        0, "connections per upstream client, Whapi and OpenAI (0: as many as turns in flight)"
+        0,
+        "connections per upstream client, Whapi and OpenAI (0: as many as turns in flight)",
+        parse=_number(int, minimum=0),
     )
     #: Idle connections kept open per upstream client. httpcore probes every idle connection
     #: (a poll syscall each) whenever a request starts or ends, so a full idle pool of 32 cost

@@ -1,19 +1,21 @@
 """Opening and closing what every user actor shares: the upstream clients and caches.
 
-``open_user_deps`` builds the Whapi client, the OpenAI clients (model, audio, and the speech
-backend ``WABOT_SPEECH_BACKEND`` selects), the media fetcher, the chat-info cache, the tool
-registry (with ``check_availability`` and its Beds24 client when ``BEDS24_*`` credentials are
-set), the validator (the booking one first with ``BEDS24_CHECK_ANSWERS``), the audio shelf and
-the vector stores of the business's documents (``StoreIds``) from the settings, runs the
-sweepers of temporary media, and closes every client on the way out (shielded, so a cancelled
-shutdown still releases its connections). Retries are logged by ``upstream.retry`` alone
-(stamina's own hooks are off).
+``open_channel_deps`` builds one ``UserDeps`` per channel (``actors.channels``), each with
+clients of its own; ``open_user_deps`` is the one-channel case. For each channel it builds the
+Whapi client, the OpenAI clients (model, audio, and the speech backend
+``WABOT_SPEECH_BACKEND`` selects), the media fetcher, the chat-info cache, the tool registry
+(with ``check_availability`` and its Beds24 client when ``BEDS24_*`` credentials are set), the
+validator (the booking one first with ``BEDS24_CHECK_ANSWERS``) and the vector stores of the
+business's documents (``StoreIds``) from the channel's settings; once for all, the audio shelf
+and the sweepers of temporary media. Every client is closed on the way out (shielded, so a
+cancelled shutdown still releases its connections). Retries are logged by ``upstream.retry``
+alone (stamina's own hooks are off).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -23,8 +25,10 @@ import trio
 
 from actors.booking.tool import AvailabilityChecker, availability_tool
 from actors.booking.validator import check_answer
+from actors.channels import DEFAULT, Channel, one_channel
 from actors.customer.actor import UserDeps
 from actors.customer.context import ChatInfoCache
+from actors.customer.deps import ChannelSlots
 from actors.customer.events import InboundMessage
 from actors.customer.media import MediaFetcher
 from actors.runtime.telemetry import Telemetry
@@ -119,9 +123,81 @@ async def open_user_deps(
     telemetry: Telemetry,
     parse: Callable[[dict[str, Any]], InboundMessage | None],
 ) -> AsyncIterator[UserDeps]:
+    """The deps of a deployment of one channel, ``default`` (``open_channel_deps``)."""
+    async with open_channel_deps(settings, one_channel(settings), store, telemetry, parse) as deps:
+        yield deps[DEFAULT]
+
+
+@asynccontextmanager
+async def open_channel_deps(
+    settings: Settings,
+    channels: Mapping[str, Channel],
+    store: Store,
+    telemetry: Telemetry,
+    parse: Callable[..., InboundMessage | None],
+) -> AsyncIterator[dict[str, UserDeps]]:
+    """Each channel's ``UserDeps``: clients of its own (its Whapi token, its model and tools),
+    so that one channel's failing upstream holds none of another's connections; process-wide
+    (from ``settings``) the scratch sweepers, the audio shelf, the bound on turns in flight
+    (a channel that sets ``max_concurrent_turns`` has its own share inside it) and one OpenAI
+    budget per API key. ``parse(raw, allow_groups=..., prefix=...)`` parses an inbox entry."""
     # Each retry is logged by ``upstream.retry`` with the call's name; stamina's own hooks would
     # log it again without it and count it in a Prometheus registry /metrics does not serve.
     stamina.instrumentation.set_on_retry_hooks(())
+    bound = settings.turns_in_flight
+    slots = trio.Semaphore(bound)
+    shelf = AudioShelf(settings.tmp_dir, ttl=settings.audio_ttl_seconds)
+    budgets: dict[tuple[str | None, str | None], ModelBudget] = {}
+    clients: list[Any] = []
+    try:
+        deps = {
+            name: _channel_deps(
+                channel,
+                store,
+                telemetry,
+                partial(
+                    parse, allow_groups=not channel.settings.ignore_groups, prefix=channel.prefix
+                ),
+                shared=(slots, shelf, budgets),
+                clients=clients,
+            )
+            for name, channel in channels.items()
+        }
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                temp_files(settings).run, max(1.0, settings.tmp_max_age_seconds / 4)
+            )
+            nursery.start_soon(shelf.run, max(1.0, settings.audio_ttl_seconds / 4))
+            for budget in budgets.values():
+                await nursery.start(budget.run)
+            every = list(budgets.values())
+            telemetry.turns_in_flight.set_function(lambda: bound - slots.value)
+            telemetry.turns_waiting.set_function(lambda: slots.statistics().tasks_waiting)
+            telemetry.budget_waiting.set_function(lambda: sum(b.waiting() for b in every))
+            telemetry.budget_oldest_wait.set_function(
+                lambda: max((b.oldest_wait() for b in every), default=0.0)
+            )
+            yield deps
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            for client in clients:
+                await client.aclose()
+
+
+def _channel_deps(
+    channel: Channel,
+    store: Store,
+    telemetry: Telemetry,
+    parse: Callable[[dict[str, Any]], InboundMessage | None],
+    *,
+    shared: tuple[trio.Semaphore, AudioShelf, dict[tuple[str | None, str | None], ModelBudget]],
+    clients: list[Any],
+) -> UserDeps:
+    """One channel's deps; every client it opens is appended to ``clients`` at once (the
+    caller closes them, also when a later one cannot be made)."""
+    settings = channel.settings
+    slots, shelf, budgets = shared
     retry = partial(
         RetryPolicy,
         base_seconds=settings.retry_base_seconds,
@@ -129,12 +205,9 @@ async def open_user_deps(
     )
     validator = load_validator(settings.validator_module, booking_validator(settings))
     beds24 = beds24_client(settings, retry(attempts=settings.beds24_max_attempts))
-    try:
-        tools = load_registry(settings, booking_tools(settings, beds24))
-    except BaseException:
-        if beds24 is not None:
-            await beds24.aclose()
-        raise
+    if beds24 is not None:
+        clients.append(beds24)
+    tools = load_registry(settings, booking_tools(settings, beds24))
     whapi = WhapiClient(
         base_url=settings.whapi_api_url,
         token=settings.whapi_token or "",
@@ -144,10 +217,14 @@ async def open_user_deps(
         keepalive_size=settings.http_keepalive_size,
         on_pool_wait=telemetry.pool_wait_seconds.labels("whapi").observe,
     )
-    budget = ModelBudget(
-        requests_per_minute=settings.openai_requests_per_minute,
-        tokens_per_minute=settings.openai_tokens_per_minute,
-    )
+    clients.append(whapi)
+    project = (settings.openai_api_key, settings.openai_base_url)
+    budget = budgets.get(project)
+    if budget is None:
+        budget = budgets[project] = ModelBudget(
+            requests_per_minute=settings.openai_requests_per_minute,
+            tokens_per_minute=settings.openai_tokens_per_minute,
+        )
     model = ModelClient(
         api_key=settings.openai_api_key or "",
         base_url=settings.openai_base_url,
@@ -160,6 +237,7 @@ async def open_user_deps(
         budget=budget,
         on_pool_wait=telemetry.pool_wait_seconds.labels("openai").observe,
     )
+    clients.append(model)
     audio = OpenAIAudio(
         api_key=settings.openai_api_key or "",
         base_url=settings.openai_base_url,
@@ -170,6 +248,7 @@ async def open_user_deps(
         speech_model=settings.speech_model,
         speech_voice=settings.speech_voice,
     )
+    clients.append(audio)
     synthesizer: Synthesizer = audio
     if settings.speech_backend == "realtime":
         synthesizer = realtime_synthesizer(settings, telemetry)
@@ -179,51 +258,36 @@ async def open_user_deps(
         max_bytes=int(settings.media_max_mb * 2**20),
         timeout=settings.media_timeout_seconds,
     )
-    shelf = AudioShelf(settings.tmp_dir, ttl=settings.audio_ttl_seconds)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                temp_files(settings).run, max(1.0, settings.tmp_max_age_seconds / 4)
-            )
-            nursery.start_soon(shelf.run, max(1.0, settings.audio_ttl_seconds / 4))
-            await nursery.start(budget.run)
-            bound = settings.turns_in_flight
-            slots = trio.Semaphore(bound)
-            telemetry.turns_in_flight.set_function(lambda: bound - slots.value)
-            telemetry.turns_waiting.set_function(lambda: slots.statistics().tasks_waiting)
-            telemetry.budget_waiting.set_function(budget.waiting)
-            telemetry.budget_oldest_wait.set_function(budget.oldest_wait)
-            yield UserDeps(
-                settings=settings,
-                store=store,
-                whapi=whapi,
-                model=model,
-                media=media,
-                audio=audio,
-                synthesizer=synthesizer,
-                chat_info=ChatInfoCache(
-                    whapi,
-                    ttl=settings.chat_info_ttl_seconds,
-                    max_size=settings.chat_info_max,
-                    timeout=settings.whapi_timeout_seconds,
-                ),
-                tools=tools,
-                parse=parse,
-                shelf=shelf,
-                validator=validator,
-                telemetry=telemetry,
-                turn_slots=slots,
-                budget=budget,
-                knowledge=StoreIds(
-                    configured=settings.vector_store_ids,
-                    path=state_path(settings.data_dir),
-                    max_results=settings.file_search_max_results,
-                ),
-            )
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            for client in (whapi, model, audio, media):
-                await client.aclose()
-            if beds24 is not None:
-                await beds24.aclose()
+    clients.append(media)
+    # A channel that sets max_concurrent_turns has that share within the process-wide bound.
+    turn_slots: trio.Semaphore | ChannelSlots = slots
+    if "max_concurrent_turns" in channel.overrides and settings.max_concurrent_turns:
+        turn_slots = ChannelSlots(trio.Semaphore(settings.max_concurrent_turns), slots)
+    return UserDeps(
+        settings=settings,
+        store=store,
+        whapi=whapi,
+        model=model,
+        media=media,
+        audio=audio,
+        synthesizer=synthesizer,
+        chat_info=ChatInfoCache(
+            whapi,
+            ttl=settings.chat_info_ttl_seconds,
+            max_size=settings.chat_info_max,
+            timeout=settings.whapi_timeout_seconds,
+        ),
+        tools=tools,
+        parse=parse,
+        shelf=shelf,
+        validator=validator,
+        telemetry=telemetry,
+        turn_slots=turn_slots,
+        budget=budget,
+        knowledge=StoreIds(
+            configured=settings.vector_store_ids,
+            path=state_path(settings.data_dir),
+            max_results=settings.file_search_max_results,
+        ),
+        channel=channel.name,
+    )

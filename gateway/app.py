@@ -3,6 +3,10 @@
 ``POST /hook``, the webhook, is served in front of this app by ``gateway.hook`` (a bare ASGI
 endpoint: it is the hot path); every other request comes here. Bad input gets a clear status
 and changes nothing; a refused admin token (401) is logged once, with the reason.
+
+The admin endpoints know the channels (``actors.channels``): ``GET /channels`` lists them, and
+``/channels/{channel}/actors[/{user}[/{action}]]`` are ``/actors[/{user}[/{action}]]`` for one
+channel; the paths without a channel are the ``default`` channel's.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from actors.channels import DEFAULT, key_for, split_key
 from gateway.audio import register_audio
 from gateway.console import console_blueprint
 from gateway.control import ACTIONS, control_actor, valid_user
@@ -254,16 +259,66 @@ def create_quart_app(service: Service) -> QuartTrio:
             return _json({"error": "unauthorized"}, 401)
         return None
 
-    @app.get("/actors")
-    async def actors() -> Response:
+    def unknown_channel(channel: str) -> Response | None:
+        if channel in service.channels:
+            return None
+        return _json({"error": f"unknown channel: {channel}"}, 404)
+
+    @app.get("/channels")
+    async def channels() -> Response:
         if (denied := admin_denied()) is not None:
             return denied
+        supervisor = service.supervisor
+        live: dict[str, int] = dict.fromkeys(service.channels, 0)
+        for cell in supervisor.cells() if supervisor is not None else []:
+            name = split_key(cell.key)[0]
+            live[name] = live.get(name, 0) + 1
+        gateway = service.gateway
+        webhooks: dict[str, dict[str, int]] = {name: {} for name in service.channels}
+        for (name, outcome), count in (gateway.channel_webhooks if gateway else {}).items():
+            webhooks.setdefault(name, {})[outcome] = count
+        return _json(
+            {
+                "channels": [
+                    {
+                        "name": name,
+                        "hook": channel.hook_path,
+                        "channel_id": channel.channel_id,
+                        "whapi_api_url": channel.settings.whapi_api_url,
+                        "model": channel.settings.openai_model,
+                        "overrides": sorted(channel.overrides),
+                        "live_actors": live.get(name, 0),
+                        "messages": gateway.channel_messages.get(name, 0) if gateway else 0,
+                        "webhooks": webhooks.get(name, {}),
+                    }
+                    for name, channel in service.channels.items()
+                ]
+            }
+        )
+
+    @app.get("/actors")
+    async def actors() -> Response:
+        return await list_actors(DEFAULT)
+
+    @app.get("/channels/<channel>/actors")
+    async def channel_actors(channel: str) -> Response:
+        return await list_actors(channel)
+
+    async def list_actors(channel: str) -> Response:
+        if (denied := admin_denied()) is not None:
+            return denied
+        if (missing := unknown_channel(channel)) is not None:
+            return missing
         try:
             query = ActorQuery.from_args(request.args)
         except ValueError as exc:
             return _json({"error": str(exc)}, 400)
         supervisor = service.supervisor
-        cells = supervisor.cells() if supervisor is not None else []
+        cells = [
+            cell
+            for cell in (supervisor.cells() if supervisor is not None else [])
+            if split_key(cell.key)[0] == channel
+        ]
         now = trio.current_time()
         phases: dict[str, int] = {}
         for cell in cells:
@@ -301,10 +356,20 @@ def create_quart_app(service: Service) -> QuartTrio:
 
     @app.get("/actors/<user>")
     async def actor(user: str) -> Response:
+        return await show_actor(DEFAULT, user)
+
+    @app.get("/channels/<channel>/actors/<user>")
+    async def channel_actor(channel: str, user: str) -> Response:
+        return await show_actor(channel, user)
+
+    async def show_actor(channel: str, user: str) -> Response:
         if (denied := admin_denied()) is not None:
             return denied
+        if (missing := unknown_channel(channel)) is not None:
+            return missing
         include_text = request.args.get("text") in {"1", "true", "yes"}
-        cell = service.supervisor.cell(user) if service.supervisor is not None else None
+        key = key_for(channel, user)
+        cell = service.supervisor.cell(key) if service.supervisor is not None else None
         if cell is not None and cell.behavior is not None:
             info = cell.behavior.inspect(include_text=include_text)
             info.update(
@@ -313,19 +378,35 @@ def create_quart_app(service: Service) -> QuartTrio:
                 restarts=cell.restarts,
                 parked=cell.parked_until is not None,
                 idle_seconds=round(trio.current_time() - cell.last_active, 3),
+                channel=channel,
             )
             return _json(info)
-        record = service.store.get(user) if service.store is not None else None
+        record = service.store.get(key) if service.store is not None else None
         if record is None:
             return _json({"error": "unknown user"}, 404)
         return _json(
-            {"user": user, "live": False, "phase": "passivated", "record": record_view(record)}
+            {
+                "user": key,
+                "channel": channel,
+                "live": False,
+                "phase": "passivated",
+                "record": record_view(record),
+            }
         )
 
     @app.post("/actors/<user>/<action>")
     async def control(user: str, action: str) -> Response:
+        return await control_one(DEFAULT, user, action)
+
+    @app.post("/channels/<channel>/actors/<user>/<action>")
+    async def channel_control(channel: str, user: str, action: str) -> Response:
+        return await control_one(channel, user, action)
+
+    async def control_one(channel: str, user: str, action: str) -> Response:
         if (denied := admin_denied()) is not None:
             return denied
+        if (missing := unknown_channel(channel)) is not None:
+            return missing
         if action not in ACTIONS:
             return _json({"error": "unknown action: use pause, resume or reset"}, 404)
         if not valid_user(user):
@@ -335,7 +416,9 @@ def create_quart_app(service: Service) -> QuartTrio:
             create = flag(request.args.get("create"), "create")
         except ValueError as exc:
             return _json({"error": str(exc)}, 400)
-        status, body = await control_actor(service, user, action, seconds, create=create)
+        status, body = await control_actor(
+            service, user, action, seconds, create=create, channel=channel
+        )
         return _json(body, status)
 
     @app.errorhandler(404)

@@ -1,5 +1,7 @@
-"""The ``wabot`` command: ``serve``, ``say``, ``settings``, the ``store`` maintenance commands
-and ``knowledge`` (the business's documents for the answers, ``gateway.knowledge_cli``).
+"""The ``wabot`` command: ``serve``, ``say``, ``settings``, the ``store`` maintenance commands,
+``knowledge`` (the business's documents for the answers, ``gateway.knowledge_cli``) and
+``channels list`` (the WhatsApp numbers of ``WABOT_CHANNELS_FILE``, read from the file: no
+server needed; secrets shown as set or not set).
 
 Exit codes: 0 success; 1 runtime failure; 2 bad configuration or usage (an invalid setting,
 missing credentials in production, the data directory locked by another process, a corrupt
@@ -75,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("user", help="the customer's phone number, digits only (573001234567)")
     say.add_argument("text", help="what the customer writes (quote it)")
     say.add_argument(
+        "--channel",
+        default="default",
+        help="the channel (WABOT_CHANNELS_FILE) the customer writes to (default: default)",
+    )
+    say.add_argument(
         "--timeout",
         type=float,
         default=60.0,
@@ -92,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=STORE_DESCRIPTION,
     )
     add_store_commands(store)
+    channels = commands.add_parser(
+        "channels",
+        help="the WhatsApp numbers (channels) of WABOT_CHANNELS_FILE: list",
+        description="The channels this deployment serves (WABOT_CHANNELS_FILE; without it, "
+        "one channel, default, from the environment).",
+    )
+    channel_commands = channels.add_subparsers(dest="channels_command", required=True)
+    listing = channel_commands.add_parser(
+        "list", help="each channel: webhook path, Whapi channel id, what it sets itself"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON document")
     knowledge = commands.add_parser(
         "knowledge",
         help="the business's documents the answers search: sync a folder, status",
@@ -112,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(settings)
     if args.command == "say":
-        return say_command(settings, args.user, args.text, args.timeout)
+        return say_command(settings, args.user, args.text, args.timeout, channel=args.channel)
     if args.command == "settings":
         from actors.settings_doc import describe
 
         print(describe(settings))
         return 0
+    if args.command == "channels":
+        return channels_list(settings, as_json=args.json)
     if args.command == "knowledge":
         from gateway.knowledge_cli import run as knowledge_run
 
@@ -126,6 +146,43 @@ def main(argv: list[str] | None = None) -> int:
     from store.cli import run as store_run
 
     return store_run(args, store_config(settings))
+
+
+def channels_list(settings: Settings, *, as_json: bool = False) -> int:
+    """``wabot channels list``: 0, or 2 for an invalid channels file (one line, why)."""
+    from actors.channels import load_channels
+
+    try:
+        channels = load_channels(settings)
+    except SettingsError as exc:
+        print(f"wabot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    rows = [
+        {
+            "name": name,
+            "hook": channel.hook_path,
+            "channel_id": channel.channel_id,
+            "whapi_api_url": channel.settings.whapi_api_url,
+            "whapi_token": "set" if channel.settings.whapi_token else "not set",
+            "webhook_secret": "set" if channel.settings.webhook_secret else "not set",
+            "model": channel.settings.openai_model,
+            "overrides": sorted(channel.overrides),
+        }
+        for name, channel in channels.items()
+    ]
+    if as_json:
+        print(json.dumps({"file": str(settings.channels_file or ""), "channels": rows}))
+        return 0
+    source = settings.channels_file or "the environment (no WABOT_CHANNELS_FILE)"
+    print(f"{len(rows)} channel{'s' if len(rows) != 1 else ''} from {source}")
+    for row in rows:
+        print(
+            f"{row['name']}: POST {row['hook']}, channel_id {row['channel_id'] or '(any)'}, "
+            f"token {row['whapi_token']}, secret {row['webhook_secret']}, model {row['model']}"
+        )
+        if row["overrides"]:
+            print(f"  sets: {', '.join(row['overrides'])}")
+    return 0
 
 
 def serve(settings: Settings) -> int:
@@ -187,13 +244,30 @@ def pause_of(data_dir: Path, user: str) -> str | None:
     return f"until {record.paused_until:%Y-%m-%d %H:%M} UTC (by {record.paused_by or 'unknown'})"
 
 
-def say_command(settings: Settings, user: str, text: str, timeout: float) -> int:
-    """Post a simulated customer message to the running sandbox and print every reply part."""
+def say_command(
+    settings: Settings, user: str, text: str, timeout: float, *, channel: str = "default"
+) -> int:
+    """Post a simulated customer message to the running sandbox and print every reply part;
+    ``channel`` is the number it is written to (``actors.channels``)."""
     import httpx
+
+    from actors.channels import load_channels
 
     if not user.isdigit():
         print("wabot: USER is the customer's phone number, digits only", file=sys.stderr)
         return 2
+    try:
+        channels = load_channels(settings)
+    except SettingsError as exc:
+        print(f"wabot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if channel not in channels:
+        print(
+            f"wabot: no channel {channel!r}; the channels are {', '.join(channels)}",
+            file=sys.stderr,
+        )
+        return 2
+    settings = channels[channel].settings
     marker = find_sandbox(Path(settings.data_dir))
     if marker is None:
         print(
@@ -203,8 +277,19 @@ def say_command(settings: Settings, user: str, text: str, timeout: float) -> int
         )
         return 1
     info = json.loads(marker.read_text())
+    if channel != "default":
+        info = {**info, "hook_url": f"{info['hook_url']}/{channel}"}
     try:
-        return _say(info, settings, marker.parent, user, text, timeout)
+        return _say(
+            info,
+            settings,
+            marker.parent,
+            user,
+            text,
+            timeout,
+            channels[channel].channel_id or "SANDBOX-CHANNEL",
+            channels[channel].key(user),
+        )
     except httpx.TransportError as exc:
         print(
             f"wabot: the sandbox at {info['hook_url']} does not answer ({type(exc).__name__}); "
@@ -215,7 +300,14 @@ def say_command(settings: Settings, user: str, text: str, timeout: float) -> int
 
 
 def _say(
-    info: dict[str, str], settings: Settings, data_dir: Path, user: str, text: str, timeout: float
+    info: dict[str, str],
+    settings: Settings,
+    data_dir: Path,
+    user: str,
+    text: str,
+    timeout: float,
+    channel_id: str,
+    key: str,
 ) -> int:
     import httpx
 
@@ -238,7 +330,7 @@ def _say(
             }
         ],
         "event": {"type": "messages", "event": "post"},
-        "channel_id": "SANDBOX-CHANNEL",
+        "channel_id": channel_id,
     }
     with httpx.Client(timeout=10) as client:
         after = client.get(sent_url, params={"to": chat_id, "wait": 0}).json()["next"]
@@ -249,7 +341,7 @@ def _say(
                 file=sys.stderr,
             )
             return 1
-        paused = pause_of(data_dir, user)
+        paused = pause_of(data_dir, key)
         if paused is not None:
             print(
                 f"wabot: the bot is paused for {user} {paused}: it will not answer; resume "

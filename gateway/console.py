@@ -73,6 +73,7 @@ from quart import (
     url_for,
 )
 
+from actors.channels import SEPARATOR
 from gateway.console_history import ActivityHistory, telemetry_totals
 from gateway.console_i18n import age, texts
 from gateway.control import ACTIONS, control_actor, valid_user
@@ -490,7 +491,10 @@ def _reason(exc: BaseException) -> str:
 
 
 def search_customers(service: Service, query: str) -> list[dict[str, Any]]:
-    """Records matching ``query`` (digits of the number, or part of the name), newest first."""
+    """Records matching ``query`` (digits of the number, or part of the name), newest first.
+
+    The console is the ``default`` channel's (``actors.channels``): other channels' customers
+    are not listed."""
     store = service.store
     if store is None:
         return []
@@ -500,6 +504,8 @@ def search_customers(service: Service, query: str) -> list[dict[str, Any]]:
     lowered = query.lower()
     found = []
     for record in store.records():
+        if SEPARATOR in record.user_id:  # another channel's customer
+            continue
         if query and not (
             (by_number and digits in record.user_id)
             or lowered in (record.name or "").lower()

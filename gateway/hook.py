@@ -1,4 +1,5 @@
-"""``POST /hook`` as a bare ASGI endpoint in front of the quart-trio app.
+"""``POST /hook`` (and ``POST /hook/{channel}``) as a bare ASGI endpoint in front of the
+quart-trio app.
 
 The webhook is the one path every customer message and every echo of wabot's own replies
 takes, at hundreds per second; everything else (health, metrics, admin, audio) is rare and
@@ -7,17 +8,20 @@ misses the ingest target of 80 % of the bare quart-trio endpoint (bench/RESULTS.
 /hook, Quart route or bare endpoint"). It reads the body itself and answers with the statuses
 and JSON bodies of a Quart route:
 
-- 401 ``unauthorized`` when ``WABOT_WEBHOOK_SECRET`` is set and ``X-Webhook-Secret`` differs
-  (constant-time comparison; the body is not read), logged once with the reason;
+- 404 for ``/hook/{channel}`` of a channel that is not configured (``/hook`` is ``default``'s,
+  so 404 too when the channels file has no ``default``);
+- 401 ``unauthorized`` when the channel's ``webhook_secret`` is set and ``X-Webhook-Secret``
+  differs (constant-time comparison; the body is not read), logged once with the reason;
 - 503 while draining or before the gateway is up (Whapi retries);
 - 503 with ``Retry-After`` when the process cannot keep up (``gateway.overload``), before the
   body is read;
 - 413 when ``Content-Length`` or the body read so far exceeds ``WABOT_MAX_BODY_BYTES``;
 - 408 when the body does not arrive within ``BODY_TIMEOUT_SECONDS``;
-- 400 for a body that is not JSON;
+- 400 for a body that is not JSON, and for one whose ``channel_id`` is another channel's than
+  the path's (counted as ``channel_mismatch``, logged once per webhook);
 - otherwise whatever the gateway decides (200, or 503 when the inbox cannot be written).
 
-Any other method on ``/hook`` gets 405. A body over ``OFFLOAD_BYTES`` is decoded and parsed in
+Any other method on a hook path gets 405. A body over ``OFFLOAD_BYTES`` is decoded and parsed in
 a worker thread, at most ``OFFLOAD_THREADS`` at once (their own limiter, not trio's default
 one), so that a flood of big bodies does not stall the event loop; smaller ones, nearly every
 webhook, are decoded on the loop, where a thread would cost more than the decoding.
@@ -28,10 +32,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 import trio
 
+from actors.channels import Channel
 from gateway.app import SECRET_HEADER, secrets_match
 from gateway.gateway import Gateway
 from gateway.logs import log_refusal
@@ -66,7 +72,7 @@ class _Disconnected(Exception):
 
 
 class HookEndpoint:
-    """ASGI app: ``POST /hook`` handled here, every other request passed to ``app``."""
+    """ASGI app: ``POST /hook[/{channel}]`` handled here, every other request passed to ``app``."""
 
     def __init__(
         self, service: Service, app: ASGIApp, *, body_timeout: float = BODY_TIMEOUT_SECONDS
@@ -75,19 +81,32 @@ class HookEndpoint:
         self.app = app
         self.body_timeout = body_timeout
         self.max_body = service.settings.max_body_bytes
-        self.secret = service.settings.webhook_secret or None
+        #: Each hook path: its channel and the secret its webhooks carry (None: none checked).
+        self.paths: dict[str, tuple[Channel, str | None]] = {}
+        for channel in service.channels.values():
+            route = (channel, channel.settings.webhook_secret or None)
+            self.paths[f"/hook/{channel.name}"] = route
+            if channel.hook_path == "/hook":
+                self.paths["/hook"] = route
         self.big_bodies = trio.CapacityLimiter(OFFLOAD_THREADS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/hook":
-            if scope["method"] == "POST":
-                await self._hook(scope, receive, send)
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith("/hook") and _is_hook(path):
+            route = self.paths.get(path)
+            if route is None:
+                self.service.reject("unknown_channel")
+                await _answer(send, 404, b'{"error":"no such channel"}')
+            elif scope["method"] == "POST":
+                await self._hook(scope, receive, send, *route)
             else:
                 await _answer(send, 405, b'{"error":"method not allowed"}', [(b"allow", b"POST")])
         else:
             await self.app(scope, receive, send)
 
-    async def _hook(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _hook(
+        self, scope: Scope, receive: Receive, send: Send, channel: Channel, secret: str | None
+    ) -> None:
         service = self.service
         length: int | None = None
         given: str | None = None
@@ -99,18 +118,23 @@ class HookEndpoint:
                     length = int(value)
                 except ValueError:
                     length = None
-        if self.secret is not None and not secrets_match(given, self.secret):
+        if secret is not None and not secrets_match(given, secret):
             service.reject("unauthorized")
             client = scope.get("client")
             log_refusal(
                 log,
                 status=401,
                 method="POST",
-                path="/hook",
+                path=scope["path"],
                 client=client[0] if client else None,
                 why=f"the {SECRET_HEADER} header is missing"
                 if given is None
-                else f"the {SECRET_HEADER} header does not match WABOT_WEBHOOK_SECRET",
+                else f"the {SECRET_HEADER} header does not match "
+                + (
+                    f"channel {channel.name}'s webhook_secret"
+                    if "webhook_secret" in channel.overrides
+                    else "WABOT_WEBHOOK_SECRET"
+                ),
             )
             await _answer(send, 401, b'{"error":"unauthorized"}')
             return
@@ -130,11 +154,11 @@ class HookEndpoint:
             return
         overload.pending += 1
         try:
-            await self._take(gateway, receive, send)
+            await self._take(gateway, receive, send, channel)
         finally:
             overload.pending -= 1
 
-    async def _take(self, gateway: Gateway, receive: Receive, send: Send) -> None:
+    async def _take(self, gateway: Gateway, receive: Receive, send: Send, channel: Channel) -> None:
         """Read, parse and accept one webhook whose request was let in."""
         service = self.service
         try:
@@ -152,16 +176,27 @@ class HookEndpoint:
             return  # nobody to answer; nothing was journaled
         try:
             if len(raw) <= OFFLOAD_BYTES:
-                parsed = gateway.parse(json.loads(raw))
+                parsed = gateway.parse(json.loads(raw), channel)
             else:
                 parsed = await trio.to_thread.run_sync(
-                    _decode_and_parse, gateway.parse, raw, limiter=self.big_bodies
+                    _decode_and_parse,
+                    partial(gateway.parse, channel=channel),
+                    raw,
+                    limiter=self.big_bodies,
                 )
         except (ValueError, UnicodeDecodeError, RecursionError):
             service.reject("malformed")
             await _answer(send, 400, b'{"error":"malformed JSON"}')
             return
-        outcome = await gateway.accept(parsed)
+        if (other := gateway.mismatch(parsed, channel)) is not None:
+            service.reject("channel_mismatch")
+            gateway.count(channel.name, "channel_mismatch")
+            log.warning(
+                "webhook refused (400): channel_id %r is not channel %s's", other, channel.name
+            )
+            await _answer(send, 400, b'{"error":"channel_id names another channel"}')
+            return
+        outcome = await gateway.accept(parsed, channel)
         await _answer(
             send, outcome.status, json.dumps(outcome.body, separators=(",", ":")).encode()
         )
@@ -173,6 +208,11 @@ def _decode_and_parse(
     # The object hook is a Python call per JSON object: without one the decoder, C code, holds
     # the GIL from the body's first byte to its last, and the event loop's thread waits.
     return parse(json.loads(raw, object_hook=_same))
+
+
+def _is_hook(path: str) -> bool:
+    """``/hook`` or ``/hook/<anything>``, never ``/hooks``."""
+    return len(path) == 5 or path[5] == "/"
 
 
 def _same(value: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 #: The context fields, in the order the text format shows them.
-CONTEXT_FIELDS = ("user", "turn")
+CONTEXT_FIELDS = ("channel", "user", "turn")
 #: Libraries whose request-by-request lines are noise: held at ``library_level``.
 QUIET_LIBRARIES = ("httpx", "httpx2", "httpcore", "httpcore2", "hpack", "openai")
 #: hypercorn's loggers: INFO (its start line, the access log), or the root level if higher.
@@ -42,18 +42,32 @@ ACCESS_LOGGER = "hypercorn.access"
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """The configured values that must never appear in a log line."""
-    values = (
+    """The configured values that must never appear in a log line, every channel's too."""
+    from actors.channels import load_channels
+    from actors.settings import SettingsError
+
+    values = [
         settings.whapi_token,
         settings.openai_api_key,
         settings.webhook_secret,
         settings.admin_token,
-    )
-    return [value for value in values if value]
+    ]
+    try:
+        channels = load_channels(settings)
+    except SettingsError:  # the start refuses it, saying why
+        channels = {}
+    for channel in channels.values():
+        values += (
+            channel.settings.whapi_token,
+            channel.settings.openai_api_key,
+            channel.settings.webhook_secret,
+        )
+    return list(dict.fromkeys(value for value in values if value))
 
 
 class ContextFilter(logging.Filter):
-    """Adds ``user`` and ``turn`` from ``runtime.logcontext`` (an explicit ``extra`` wins)."""
+    """Adds ``user``, ``turn`` (and ``channel``) from ``runtime.logcontext`` (an explicit
+    ``extra`` wins)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in logcontext.current().items():

@@ -5,7 +5,9 @@ Prometheus scrapes, so the hot paths do no metric work for them; latencies and o
 must be observed as they happen come from ``actors.runtime.telemetry`` (turns, model latency, sends,
 tool calls, and the durable inbox's commit latency, observed by the service). Per-actor
 figures (phases, mailbox depth) are a walk over the live actors at scrape time; the sizes of
-the bounded shared structures (registry, dedupe window, chat-info cache) are exported too.
+the bounded shared structures (registry, dedupe window, chat-info cache) are exported too. The
+``wabot_channel_*`` families carry a ``channel`` label, one value per configured channel
+(``actors.channels``): webhooks by outcome, new messages and live actors.
 
 The exposition is prometheus_client's own: ``render`` picks the format (Prometheus text or
 OpenMetrics) from the scraper's ``Accept`` header and returns the matching Content-Type, so
@@ -35,6 +37,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+
+from actors.channels import split_key
 
 if TYPE_CHECKING:
     from gateway.service import Service
@@ -110,6 +114,22 @@ class ServiceCollector(Collector):
                 "Ids in the gateway's dedupe window",
                 value=len(gateway.window),
             )
+            by_channel = CounterMetricFamily(
+                "wabot_channel_webhooks",
+                "Webhooks of each channel by outcome (channel_mismatch: refused, 400)",
+                labels=["channel", "outcome"],
+            )
+            for (channel, outcome), count in gateway.channel_webhooks.items():
+                by_channel.add_metric([channel, outcome], count)
+            yield by_channel
+            messages = CounterMetricFamily(
+                "wabot_channel_messages",
+                "New customer messages journaled, by channel",
+                labels=["channel"],
+            )
+            for channel, count in gateway.channel_messages.items():
+                messages.add_metric([channel], count)
+            yield messages
 
         if supervisor is not None:
             counters = supervisor.counters
@@ -128,14 +148,24 @@ class ServiceCollector(Collector):
             )
             counts: dict[str, int] = {}
             depth_total = depth_max = 0
+            channels: dict[str, int] = dict.fromkeys(service.channels, 0)
             for cell in cells:
                 counts[cell.phase] = counts.get(cell.phase, 0) + 1
+                channel = split_key(cell.key)[0]
+                if channel in channels:
+                    channels[channel] += 1
                 depth = cell.mailbox_depth
                 depth_total += depth
                 depth_max = max(depth_max, depth)
             for phase, count in counts.items():
                 phases.add_metric([phase], count)
             yield phases
+            live = GaugeMetricFamily(
+                "wabot_channel_live_actors", "Live user actors by channel", labels=["channel"]
+            )
+            for channel, count in channels.items():
+                live.add_metric([channel], count)
+            yield live
             yield GaugeMetricFamily("wabot_mailbox_depth_max", "Deepest mailbox", value=depth_max)
             yield GaugeMetricFamily(
                 "wabot_mailbox_messages", "Messages in all mailboxes", value=depth_total

@@ -17,6 +17,11 @@ set), and every message is made *journal-safe* before anything reads it: lone UT
 surrogates become U+FFFD, non-finite numbers become ``null`` and nesting deeper than
 ``MAX_DEPTH`` makes the entry ``malformed``, so the store can always encode what the gateway
 journals and the model client can always encode what the actor sends.
+
+A webhook is parsed for one channel (``actors.channels``): its ``prefix`` (empty for
+``default``) starts every customer key and every inbound message id, so that two numbers'
+customers and inboxes never meet; agent messages keep Whapi's id (it is compared with the ids
+of our own sends). The body's ``channel_id`` is kept for the caller to check.
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ class ParsedWebhook:
     presences: list[Presence] = attrs.Factory(list)
     #: reason -> count of entries that need nothing from the bot.
     ignored: dict[str, int] = attrs.Factory(dict)
+    #: The body's ``channel_id`` (Whapi's id of the number it came to), if it names one.
+    channel_id: str | None = None
 
     def ignore(self, reason: str, count: int = 1) -> None:
         self.ignored[reason] = self.ignored.get(reason, 0) + count
@@ -102,11 +109,16 @@ def clean_name(raw: Any) -> str | None:
     return name or None
 
 
-def parse_webhook(body: Any, *, allow_groups: bool = False) -> ParsedWebhook:
+def parse_webhook(body: Any, *, allow_groups: bool = False, prefix: str = "") -> ParsedWebhook:
+    """What ``body`` means; ``prefix`` (a channel's, ``actors.channels``) starts every
+    customer key and every inbound message id."""
     parsed = ParsedWebhook()
     if not isinstance(body, dict):
         parsed.ignore("not_an_object")
         return parsed
+    channel_id = body.get("channel_id")
+    if isinstance(channel_id, str) and channel_id:
+        parsed.channel_id = channel_id
     event = body.get("event")
     method = event.get("event") if isinstance(event, dict) else None
 
@@ -116,12 +128,12 @@ def parse_webhook(body: Any, *, allow_groups: bool = False) -> ParsedWebhook:
             parsed.ignore("message_update", len(messages))
         else:
             for raw in messages:
-                _parse_message(raw, parsed, allow_groups=allow_groups)
+                _parse_message(raw, parsed, allow_groups=allow_groups, prefix=prefix)
 
     presences = body.get("presences")
     if isinstance(presences, list):
         for raw in presences:
-            _parse_presence(raw, parsed)
+            _parse_presence(raw, parsed, prefix)
 
     for key in ("statuses", "chats", "chats_updates", "contacts", "groups", "labels", "calls"):
         value = body.get(key)
@@ -132,10 +144,12 @@ def parse_webhook(body: Any, *, allow_groups: bool = False) -> ParsedWebhook:
     return parsed
 
 
-def parse_message(raw: Any, *, allow_groups: bool = False) -> InboundMessage | None:
+def parse_message(
+    raw: Any, *, allow_groups: bool = False, prefix: str = ""
+) -> InboundMessage | None:
     """Parse one stored message (an inbox replay); ``None`` if it is not for the bot."""
     parsed = ParsedWebhook()
-    _parse_message(raw, parsed, allow_groups=allow_groups)
+    _parse_message(raw, parsed, allow_groups=allow_groups, prefix=prefix)
     return parsed.messages[0].event if parsed.messages else None
 
 
@@ -204,7 +218,9 @@ def _repair(value: Any, budget: int) -> Any:
     return value
 
 
-def _parse_message(raw: Any, parsed: ParsedWebhook, *, allow_groups: bool) -> None:
+def _parse_message(
+    raw: Any, parsed: ParsedWebhook, *, allow_groups: bool, prefix: str = ""
+) -> None:
     safe = journal_safe(raw) if isinstance(raw, dict) else None
     if safe is None:
         parsed.ignore("malformed")
@@ -246,7 +262,7 @@ def _parse_message(raw: Any, parsed: ParsedWebhook, *, allow_groups: bool) -> No
         parsed.agent_messages.append(
             AgentMessage(
                 message_id=message_id,
-                user_id=user_id,
+                user_id=prefix + user_id if prefix else user_id,
                 chat_id=chat_id,
                 text=text,
                 source=source,
@@ -274,8 +290,8 @@ def _parse_message(raw: Any, parsed: ParsedWebhook, *, allow_groups: bool) -> No
             raw,
             encoded,
             InboundMessage(
-                message_id=message_id,
-                user_id=user_id,
+                message_id=prefix + message_id if prefix else message_id,
+                user_id=prefix + user_id if prefix else user_id,
                 chat_id=chat_id,
                 user_name=name,
                 kind=kind,
@@ -368,7 +384,7 @@ def _content(raw: dict[str, Any], kind: str) -> str | None:
     return _field(raw, kind, "body")
 
 
-def _parse_presence(raw: Any, parsed: ParsedWebhook) -> None:
+def _parse_presence(raw: Any, parsed: ParsedWebhook, prefix: str = "") -> None:
     if not isinstance(raw, dict):
         parsed.ignore("malformed_presence")
         return
@@ -381,4 +397,6 @@ def _parse_presence(raw: Any, parsed: ParsedWebhook) -> None:
     if not _DIGITS.match(user_id) or status not in PRESENCE_STATUSES:
         parsed.ignore("malformed_presence")
         return
-    parsed.presences.append(Presence(user_id=user_id, status=status))
+    parsed.presences.append(
+        Presence(user_id=prefix + user_id if prefix else user_id, status=status)
+    )

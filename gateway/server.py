@@ -46,11 +46,18 @@ from hypercorn.config import Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from actors.channels import rebase
 from actors.settings import Settings
 from gateway import tuning
 from gateway.app import SECRET_HEADER, create_quart_app
 from gateway.hook import HookEndpoint
-from gateway.service import BehaviorWrapper, Service, StartupError, check_data_dir
+from gateway.service import (
+    BehaviorWrapper,
+    Service,
+    StartupError,
+    check_channels,
+    check_data_dir,
+)
 from store import DataDirLocked, StoreCorrupt
 from store.fileio import FileIO
 
@@ -99,6 +106,7 @@ def check_can_serve(settings: Settings) -> None:
             "WABOT_ENV=production requires WABOT_WEBHOOK_SECRET; set it to the value of the "
             "X-Webhook-Secret header configured on the Whapi webhook"
         )
+    check_channels(settings)
     check_data_dir(settings.data_dir)  # before the sandbox, which keeps a file there too
 
 
@@ -230,12 +238,19 @@ class Shell:
         self._missing = settings.missing_credentials()
         whapi_token = settings.whapi_token or f"sandbox-{secrets.token_hex(8)}"
         openai_key = settings.openai_api_key or f"sandbox-{secrets.token_hex(8)}"
+        # One fake Whapi serves every channel: it takes each channel's own token.
+        channel_tokens = {
+            name: channel.overrides["whapi_token"]
+            for name, channel in self.service.channels.items()
+            if channel.overrides.get("whapi_token")
+        }
         self.sandbox = await nursery.start(
             partial(
                 run_sandbox,
                 whapi_token=whapi_token,
                 openai_key=openai_key,
                 openai_state_file=settings.data_dir / SANDBOX_OPENAI_FILE,
+                extra_whapi_tokens=tuple(channel_tokens.values()),
             )
         )
         # Without a Beds24 account of its own, the sandbox asks the fake's demo apartments.
@@ -256,6 +271,15 @@ class Shell:
             **beds24,
         )
         await self._sync_sample_knowledge(settings)
+        # Every channel talks to the fakes, each with its own Whapi token.
+        self.service.channels = rebase(
+            self.service.channels,
+            self.service.settings,
+            whapi_api_url=self.sandbox.whapi_url,
+            openai_base_url=self.sandbox.openai_url,
+            openai_api_key=openai_key,
+            **beds24,
+        )
 
     async def _sync_sample_knowledge(self, settings: Settings) -> None:
         """The demo's documents (``sandbox/knowledge/``) in the fake OpenAI, so its answers
@@ -289,6 +313,12 @@ class Shell:
             self.sandbox.whapi.webhook_url = f"{self.url}/hook"
             if settings.webhook_secret:
                 self.sandbox.whapi.webhook_headers = {SECRET_HEADER: settings.webhook_secret}
+            for name, channel in self.service.channels.items():
+                fake = self.sandbox.whapi.channels.get(channel.settings.whapi_token or "")
+                if fake is not None:
+                    fake.webhook_url = f"{self.url}/hook/{name}"
+                    secret = channel.settings.webhook_secret
+                    fake.webhook_headers = {SECRET_HEADER: secret} if secret else {}
             self._marker = settings.data_dir / SANDBOX_FILE
             self._marker.write_text(
                 json.dumps({"hook_url": f"{self.url}/hook", "whapi_url": self.sandbox.whapi_url})

@@ -9,6 +9,10 @@ the clients close, and the store flushes and writes its final snapshot on the wa
 
 Until ``run`` reports started, ``gateway`` is None: webhooks answer 503 and readiness is false,
 so the listener may already be up (liveness answers) while the store loads.
+
+The service serves the channels of ``WABOT_CHANNELS_FILE`` (``actors.channels``; without it,
+``default`` alone): each channel has its own ``UserDeps`` (``channel_deps``), and an actor gets
+those of the channel its key names. ``deps`` is the ``default`` channel's (or the first's).
 """
 
 from __future__ import annotations
@@ -18,18 +22,18 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import date
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from actors.channels import Channel, load_channels, split_key
 from actors.customer.actor import UserActor, UserDeps
 from actors.runtime.supervisor import Behavior, Cell, RuntimeConfig, Supervisor
 from actors.runtime.telemetry import Telemetry
-from actors.settings import Settings
+from actors.settings import Settings, SettingsError
 from actors.voice.audio import check_audio_models_at_start
-from actors.wiring import open_user_deps
+from actors.wiring import open_channel_deps
 from gateway import limits, logs, tuning
 from gateway.gateway import Gateway
 from gateway.overload import Overload
@@ -64,6 +68,23 @@ def check_data_dir(path: Path) -> None:
             f"the data directory {path} is not writable; fix its permissions or set "
             "WABOT_DATA_DIR to a writable directory"
         )
+
+
+def check_channels(settings: Settings) -> dict[str, Channel]:
+    """The channels of ``settings``; ``StartupError`` for an invalid channels file, or, in
+    production, a channel without a webhook secret."""
+    try:
+        channels = load_channels(settings)
+    except SettingsError as exc:
+        raise StartupError(f"configuration error: {exc}") from None
+    if settings.production:
+        for name, channel in channels.items():
+            if not channel.settings.webhook_secret:
+                raise StartupError(
+                    f"WABOT_ENV=production requires a webhook secret for channel {name!r}: set "
+                    "webhook_secret in its table of WABOT_CHANNELS_FILE (or WABOT_WEBHOOK_SECRET)"
+                )
+    return channels
 
 
 def store_config(settings: Settings, io: FileIO | None = None) -> StoreConfig:
@@ -104,6 +125,8 @@ class Service:
         today: date | None = None,
     ) -> None:
         self.settings = settings
+        #: The channels served, by name (``actors.channels``).
+        self.channels: dict[str, Channel] = check_channels(settings)
         logs.guard_access_log()  # before hypercorn logs its first request
         #: The date the start-up checks of model shutdowns use (tests inject one; None: today).
         self.today = today
@@ -112,6 +135,8 @@ class Service:
         self.file_io = file_io
         self.store: Store | None = None
         self.deps: UserDeps | None = None
+        #: Each channel's deps, by channel name.
+        self.channel_deps: dict[str, UserDeps] = {}
         self.supervisor: Supervisor | None = None
         self.gateway: Gateway | None = None
         self.started_at = 0.0
@@ -188,20 +213,20 @@ class Service:
 
     async def _run_with_store(self, store: Store, task_status: Any) -> None:
         settings = self.settings
-        async with (
-            open_user_deps(
-                settings,
-                store,
-                self.telemetry,
-                partial(parse_message, allow_groups=not settings.ignore_groups),
-            ) as deps,
-        ):
-            self.deps = deps
-            await self._run_with(store, deps, task_status)
+        async with open_channel_deps(
+            settings, self.channels, store, self.telemetry, parse_message
+        ) as channel_deps:
+            self.channel_deps = channel_deps
+            self.deps = channel_deps.get("default") or next(iter(channel_deps.values()))
+            await self._run_with(store, channel_deps, task_status)
 
-    async def _run_with(self, store: Store, deps: UserDeps, task_status: Any) -> None:
+    async def _run_with(
+        self, store: Store, channel_deps: dict[str, UserDeps], task_status: Any
+    ) -> None:
         def factory(key: str, cell: Cell) -> Behavior:
-            actor: Behavior = UserActor(key, cell, deps)
+            # Keys of a channel not configured never reach here (``Gateway.recover`` skips
+            # them; webhooks come only through a configured channel's path).
+            actor: Behavior = UserActor(key, cell, channel_deps[split_key(key)[0]])
             return self.wrap_behavior(key, cell, actor) if self.wrap_behavior else actor
 
         supervisor = Supervisor(factory, runtime_config(self.settings))
@@ -212,7 +237,7 @@ class Service:
             nursery.start_soon(self.trimmer.run)
             nursery.start_soon(self.gc_pacer.run)
             self.store, self.supervisor = store, supervisor
-            self.gateway = Gateway(self.settings, store, supervisor, self.telemetry)
+            self.gateway = Gateway(self.settings, store, supervisor, self.telemetry, self.channels)
             self.gateway.recover()
             self.started_at = trio.current_time()
             tuning.freeze_startup_heap()

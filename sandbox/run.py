@@ -52,14 +52,18 @@ async def run_sandbox(
     openai_state_file: Path | None = None,
     beds24_token: str = DEFAULT_BEDS24_TOKEN,
     beds24_port: int = 0,
+    extra_whapi_tokens: tuple[str, ...] = (),
     task_status: trio.TaskStatus[SandboxURLs] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve a FakeWhapi, a FakeOpenAI and a FakeBeds24 until cancelled; report `SandboxURLs`.
 
     ``openai_state_file`` keeps the fake OpenAI's conversations across restarts; the fake
-    Beds24 takes ``beds24_token`` as its long-life token and has the demo apartments.
+    Beds24 takes ``beds24_token`` as its long-life token and has the demo apartments; the fake
+    Whapi also takes each of ``extra_whapi_tokens``, as numbers of their own (wabot's channels).
     """
     whapi = FakeWhapi(whapi_token, webhook_url=webhook_url, webhook_headers=webhook_headers)
+    for number, token in enumerate(extra_whapi_tokens, 1):
+        whapi.add_channel(token, f"SANDBOX-CHANNEL-{number}")
     openai = FakeOpenAI(openai_key, state_file=openai_state_file)
     beds24 = FakeBeds24(beds24_token).demo(date.today())
     async with trio.open_nursery() as nursery:

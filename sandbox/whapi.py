@@ -3,6 +3,10 @@
 Serves the Whapi REST endpoints wabot uses (send text/voice/image/document, presences, chats,
 message history, media, labels) with bearer auth and request validation, and delivers the
 ``from_me`` echo webhook of every sent message to `webhook_url`, like the real gateway does.
+
+One fake can stand for several numbers (wabot's channels): ``add_channel`` gives it another
+token, with its own ``channel_id`` and echo webhook; every send records the token it came
+with (``SentMessage.token``), and ``revoke`` makes a token's requests answer 401.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ class SentMessage:
     quoted: str | None = None
     payload: dict[str, Any] = attrs.field(factory=dict)
     at: float = 0.0
+    #: The bearer token of the send: which channel (number) sent it.
+    token: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (the control API; media is shortened)."""
@@ -83,6 +89,16 @@ class StoredMedia:
 
     content: bytes
     mime_type: str
+
+
+@attrs.define
+class FakeChannel:
+    """Another number of the fake: its token, its ``channel_id`` and where its echoes go."""
+
+    token: str
+    channel_id: str
+    webhook_url: str | None = None
+    webhook_headers: dict[str, str] = attrs.Factory(dict)
 
 
 @attrs.define
@@ -154,8 +170,38 @@ class FakeWhapi(FakeServer):
         self._echo_errors: deque[EchoError] = deque(maxlen=10_000)
         self.echoes_delivered = 0
         self._client: httpx.AsyncClient | None = None
+        #: The other numbers, by token (``add_channel``); tokens ``revoke`` turned away.
+        self.channels: dict[str, FakeChannel] = {}
+        self.revoked: set[str] = set()
 
     # ----------------------------------------------------------------- test helpers
+    def add_channel(
+        self,
+        token: str,
+        channel_id: str,
+        *,
+        webhook_url: str | None = None,
+        webhook_headers: Mapping[str, str] | None = None,
+    ) -> FakeChannel:
+        """Take ``token`` too, as the number ``channel_id`` whose echoes go to ``webhook_url``."""
+        channel = FakeChannel(token, channel_id, webhook_url, dict(webhook_headers or {}))
+        self.channels[token] = channel
+        return channel
+
+    def revoke(self, token: str) -> None:
+        """From now on a request with ``token`` answers 401, as Whapi does for a revoked one."""
+        self.revoked.add(token)
+
+    def sent_with(self, token: str) -> list[SentMessage]:
+        """The sends made with ``token``."""
+        return [m for m in self._sent if m.token == token]
+
+    def _authorized(self, headers: Mapping[str, str]) -> bool:
+        token = _bearer(headers)
+        if token is None or token in self.revoked:
+            return False
+        return token == self.token or token in self.channels
+
     @property
     def sent(self) -> list[SentMessage]:
         """Messages sent through the fake, oldest first."""
@@ -301,7 +347,9 @@ class FakeWhapi(FakeServer):
             self._client = None
 
     # ----------------------------------------------------------------- sends
-    def _record_send(self, kind: str, data: dict[str, Any]) -> tuple[SentMessage, dict[str, Any]]:
+    def _record_send(
+        self, kind: str, data: dict[str, Any], token: str | None = None
+    ) -> tuple[SentMessage, dict[str, Any]]:
         to = data["to"]
         chat_id = chat_id_for(to)
         message_id = new_message_id()
@@ -326,6 +374,7 @@ class FakeWhapi(FakeServer):
             quoted=data.get("quoted"),
             payload=data,
             at=trio.current_time(),
+            token=token,
         )
         message: dict[str, Any] = {
             "id": message_id,
@@ -357,39 +406,49 @@ class FakeWhapi(FakeServer):
         self._sent_changed = trio.Event()
         return sent, message
 
-    async def _deliver(self, data: dict[str, Any], kind: str) -> Response:
-        _sent, message = self._record_send(kind, data)
+    async def _deliver(self, data: dict[str, Any], kind: str, token: str | None = None) -> Response:
+        _sent, message = self._record_send(kind, data, token)
         response = json_response(200, {"sent": True, "message": message})
-        if self.echo and self.webhook_url:
+        channel = self.channels.get(token) if token is not None else None
+        if self.echo and (channel.webhook_url if channel else self.webhook_url):
             if self.echo_first:
-                await self._echo(message)
+                await self._echo(message, channel)
             else:
-                response.background = functools.partial(self._echo, message)
+                response.background = functools.partial(self._echo, message, channel)
         return response
 
     async def _send_text(self, request: Request, fault: FaultRule | None) -> Response:
-        return await self._deliver(request.json, "text")
+        return await self._deliver(request.json, "text", _bearer(request.headers))
 
     async def _send_media(self, request: Request, fault: FaultRule | None) -> Response:
-        return await self._deliver(request.json, request.path.rsplit("/", 1)[1])
+        return await self._deliver(
+            request.json, request.path.rsplit("/", 1)[1], _bearer(request.headers)
+        )
 
-    def echo_payload(self, message: Mapping[str, Any]) -> dict[str, Any]:
+    def echo_payload(
+        self, message: Mapping[str, Any], channel: FakeChannel | None = None
+    ) -> dict[str, Any]:
         """The ``from_me`` webhook Whapi posts for a message the API sent."""
         return {
             "messages": [{**message, "from": self.business_number}],
             "event": {"type": "messages", "event": "post"},
-            "channel_id": self.channel_id,
+            "channel_id": channel.channel_id if channel else self.channel_id,
         }
 
-    async def _echo(self, message: Mapping[str, Any]) -> None:
-        url = self.webhook_url
+    async def _echo(self, message: Mapping[str, Any], channel: FakeChannel | None = None) -> None:
+        url = channel.webhook_url if channel else self.webhook_url
         client = self._client
         if not url or client is None:
             return
-        headers = {**self.webhook_headers, "Content-Type": "application/json"}
+        headers = {
+            **(channel.webhook_headers if channel else self.webhook_headers),
+            "Content-Type": "application/json",
+        }
         try:
             with trio.fail_after(self.echo_timeout):
-                reply = await client.post(url, json=self.echo_payload(message), headers=headers)
+                reply = await client.post(
+                    url, json=self.echo_payload(message, channel), headers=headers
+                )
             if reply.status_code >= 300:
                 raise RuntimeError(f"webhook answered HTTP {reply.status_code}")
             self.echoes_delivered += 1
@@ -556,6 +615,12 @@ class FakeWhapi(FakeServer):
                 "echo": self.echo,
             },
         )
+
+
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    """The bearer token of a request's headers, if it has one."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token if scheme == "Bearer" and token else None
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -87,12 +87,14 @@ async def test_typing_extends_the_window_but_the_cap_holds(tmp_path: Path) -> No
 
 async def test_typing_alone_delays_the_answer(tmp_path: Path) -> None:
     async with open_fakes() as fakes:
-        settings = make_settings(fakes, tmp_path, buffer_seconds=0.1, typing_seconds=0.6)
+        # Wide enough that the presence lands inside the buffer on a loaded machine: without
+        # it the turn would start at 0.4 s; typing holds it until 1.5 s after the presence.
+        settings = make_settings(fakes, tmp_path, buffer_seconds=0.4, typing_seconds=1.5)
         async with open_bot(fakes, settings) as bot:
             await bot.post(payloads.webhook([payloads.text_message(USER, "hola")]))
             await trio.sleep(0.05)
             await bot.post(payloads.presence_webhook([payloads.presence(USER, "typing")]))
-            await trio.sleep(0.35)
+            await trio.sleep(0.9)
             assert not responses_calls(fakes), "answered while the customer was still typing"
             await fakes.whapi.wait_sent(1, to=CHAT)
 

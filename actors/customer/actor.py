@@ -35,6 +35,7 @@ import attrs
 import cachetools
 import trio
 
+from actors.channels import split_key
 from actors.customer.buffering import (
     Added,
     Buffer,
@@ -66,7 +67,10 @@ WAITING_FOR_STORE = "waiting for the store"
 
 class UserActor:
     def __init__(self, key: str, cell: Cell, deps: UserDeps) -> None:
+        #: The store's and the supervisor's key: ``<channel>:<digits>``, bare digits for the
+        #: default channel (``actors.channels``); ``phone`` is the digits.
         self.key = key
+        self.phone = split_key(key)[1]
         self.cell = cell
         self.deps = deps
         self.settings = deps.settings
@@ -275,7 +279,7 @@ class UserActor:
         if self.turn is not None and message.message_id in self.turn.message_ids:
             return
         if (
-            self.key in self.settings.ignored_chats
+            self.phone in self.settings.ignored_chats
             or message.chat_id in self.settings.ignored_chats
         ):
             self._handled[message.message_id] = None
@@ -313,7 +317,9 @@ class UserActor:
 
     async def _control(self, command: Control) -> None:
         try:
-            record = self.record or UserRecord.new(self.key, f"{self.key}@s.whatsapp.net", self.key)
+            record = self.record or UserRecord.new(
+                self.key, f"{self.phone}@s.whatsapp.net", self.phone
+            )
             if command.action == "pause":
                 seconds = command.seconds or self.settings.handoff_pause_seconds
                 until = utcnow() + timedelta(seconds=seconds)
@@ -360,7 +366,7 @@ class UserActor:
 
     async def _handoff(self, message: AgentMessage, waiting: list[InboundMessage]) -> None:
         """Pause the bot for this chat and tell the model what the agent (and customer) said."""
-        record = self.record or UserRecord.new(self.key, message.chat_id, self.key)
+        record = self.record or UserRecord.new(self.key, message.chat_id, self.phone)
         until = utcnow() + timedelta(seconds=self.settings.handoff_pause_seconds)
         await self.save(attrs.evolve(record, paused_until=until, paused_by="agent"))
         await self._note_while_paused(waiting)
@@ -836,7 +842,7 @@ class UserActor:
 
     async def _subscribe_presence(self) -> None:
         with trio.move_on_after(self.settings.whapi_timeout_seconds):
-            if await self.deps.whapi.subscribe_presence(self.key) and self.record is not None:
+            if await self.deps.whapi.subscribe_presence(self.phone) and self.record is not None:
                 # No write of its own: the turn's writes carry it. Should the actor retire
                 # before any, the next activation subscribes again (Whapi takes a repeat).
                 self.update_record(presence_subscribed_at=utcnow())

@@ -1,7 +1,8 @@
 """What every customer's actor and its turns share: the settings and the upstream clients.
 
-One ``UserDeps`` per service, built by ``actors.wiring`` and owned (closed) by it; actors and
-turns only use what it holds.
+One ``UserDeps`` per channel (``actors.channels``), built by ``actors.wiring`` and owned
+(closed) by it; actors and turns only use what it holds. ``ChannelSlots`` is a channel's own
+share of the turns in flight inside the process-wide bound.
 """
 
 from __future__ import annotations
@@ -28,6 +29,30 @@ from store import Store
 
 
 @attrs.define(eq=False)
+class ChannelSlots:
+    """``async with``: a slot of the channel's share, then one of the process-wide bound.
+
+    The channel's share is taken first, so that a channel at its share waits without holding
+    a process-wide slot another channel could use.
+    """
+
+    share: trio.Semaphore
+    process: trio.Semaphore
+
+    async def __aenter__(self) -> None:
+        await self.share.acquire()
+        try:
+            await self.process.acquire()
+        except BaseException:
+            self.share.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.process.release()
+        self.share.release()
+
+
+@attrs.define(eq=False)
 class UserDeps:
     """What every user actor shares: settings and the clients (each owned by the service)."""
 
@@ -45,11 +70,14 @@ class UserDeps:
     shelf: AudioShelf | None = None
     validator: Validator | None = None
     telemetry: Telemetry = attrs.Factory(Telemetry)
-    #: Bounds the turns running at once across all actors (``WABOT_MAX_CONCURRENT_TURNS``).
-    turn_slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(32))
+    #: Bounds the turns running at once across all actors (``WABOT_MAX_CONCURRENT_TURNS``),
+    #: and the channel's own share when it sets one.
+    turn_slots: trio.Semaphore | ChannelSlots = attrs.Factory(lambda: trio.Semaphore(32))
     #: OpenAI's rate limits, spent fairly by the turns' model calls (its ``run`` is started
     #: by ``actors.wiring``).
     budget: ModelBudget = attrs.Factory(ModelBudget)
     #: The vector stores of the business's documents, searched by the turns' ``file_search``
     #: (None: no document search).
     knowledge: StoreIds | None = None
+    #: The channel these deps serve (``actors.channels``).
+    channel: str = "default"

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from actors.channels import split_key
 from actors.customer.context import context_block, developer_note, fingerprint, needs_context
 from actors.customer.deps import UserDeps
 from actors.customer.events import InboundMessage
@@ -391,7 +392,11 @@ class TurnRunner:
         if not fresh and not needs_context(record, fp, now, settings.context_gap_seconds):
             return None
         note = context_block(
-            now=now, tz=settings.timezone, user_id=actor.key, profile_name=last.user_name, info=info
+            now=now,
+            tz=settings.timezone,
+            user_id=split_key(actor.key)[1],
+            profile_name=last.user_name,
+            info=info,
         )
         if lost:
             note += "\nEl historial de la conversación anterior con este cliente se perdió"
@@ -452,7 +457,7 @@ class TurnRunner:
         settings, actor, last = self.settings, self.actor, self.last
         outputs: list[ToolOutput] = []
         context = ToolContext(
-            user_id=actor.key,
+            user_id=split_key(actor.key)[1],
             chat_id=last.chat_id,
             customer_name=(actor.record.name if actor.record else None) or last.user_name,
             settings=settings,

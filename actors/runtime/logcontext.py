@@ -1,6 +1,8 @@
 """Which customer and which turn the running code is about, for every log line it writes.
 
-Two context variables: ``user_key`` (the customer's phone digits) and ``turn_id``. A trio task
+Two context variables: ``user_key`` (the customer's key: the phone digits, prefixed by the
+channel for a channel other than ``default``, ``sales:573001234567``) and ``turn_id``; a log
+line of such a key also carries ``channel``. A trio task
 inherits the context of the task that spawned it, so binding them where a user actor starts
 and where a turn starts labels everything those tasks (and their children, and their worker
 threads) log. ``gateway.logs`` reads them in a logging filter; nothing else needs to pass them.
@@ -47,6 +49,10 @@ def label_task(*, user: str) -> None:
 
 
 def current() -> dict[str, str]:
-    """The bound values, for a log line: ``{"user": ..., "turn": ...}`` (unset ones left out)."""
-    values = {"user": user_key.get(), "turn": turn_id.get()}
+    """The bound values, for a log line: ``{"user": ..., "turn": ...}`` (unset ones left out),
+    and ``channel`` when the user key names one (``actors.channels``: ``<channel>:<digits>``)."""
+    user = user_key.get()
+    values = {"user": user, "turn": turn_id.get()}
+    if user is not None and ":" in user:
+        values["channel"] = user.partition(":")[0]
     return {key: value for key, value in values.items() if value is not None}
