@@ -19,7 +19,7 @@ import trio.testing
 from gateway.app import SECRET_HEADER
 from gateway.overload import LAG_HALF_LIFE_SECONDS, LoopLag
 from sandbox import payloads
-from tests.harness import SECRET, make_settings, open_bot, open_fakes
+from tests.harness import SECRET, make_settings, open_bot, open_fakes, wait_until
 
 
 def _shed(metrics: str, reason: str) -> float:
@@ -77,6 +77,8 @@ async def test_webhooks_past_the_pending_bound_get_503_with_retry_after(tmp_path
                     answer += await stream.receive_some()
             assert answer.startswith(b"HTTP/1.1 200")
             await stream.aclose()
+            # Its place is given back when its handler returns, just after the answer went out.
+            await wait_until(lambda: bot.service.overload.pending == 0, timeout=5)
 
             again = await bot.post(payloads.webhook([other]))  # Whapi delivers it again
             assert again.status_code == 200
