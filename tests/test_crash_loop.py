@@ -89,7 +89,7 @@ async def test_crash_loop_is_capped_parked_and_isolated(tmp_path: Path) -> None:
             [fallback] = await fakes.whapi.wait_sent(1, to=CHAT)
             assert fallback.body == settings.fallback_text
             # What it was waiting for is settled (no replay loop after the park).
-            await wait_until(lambda: not bot.service.store.pending_for(POISONED))
+            await wait_until(lambda: not bot.service.store.pending_for(POISONED), timeout=20)
 
             # Parked: more messages (more than its mailbox holds) are still acknowledged fast.
             slowest = 0.0
@@ -119,5 +119,5 @@ async def test_crash_loop_is_capped_parked_and_isolated(tmp_path: Path) -> None:
             assert after and after[0] >= gave_up + settings.park_seconds, "parked for the park"
             await fakes.whapi.wait_sent(2, to=CHAT)
             assert len(fakes.whapi.sent_to(CHAT)) == 2
-            await wait_until(lambda: not bot.service.store.pending_for(POISONED))
+            await wait_until(lambda: not bot.service.store.pending_for(POISONED), timeout=20)
             assert (await bot.http.get(f"{bot.url}/readyz")).status_code == 200
