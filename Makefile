@@ -48,7 +48,7 @@ format: $(DEVSTAMP)
 test: $(DEVSTAMP) lint
 	@$(PROMTOOL_CHECK)
 	@$(CHROMIUM_CHECK)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The README's settings tables and .env.example, from actors/settings_doc.py.
 docs: $(STAMP)
