@@ -144,8 +144,11 @@ async def test_chaos_flood_is_bounded_merged_dropped_and_isolated(tmp_path: Path
             assert longest <= bound, (longest, bound)
             assert len(fakes.whapi.sent_to(CHAT)) == actor.turns
             # Acknowledged fast all along; the others answered as if nothing happened.
+            # Fast means never held by the flooder's full mailbox, which would make an ack wait
+            # the whole delivery timeout; a busy test machine's slowness stays well under half.
             acks.sort()
-            assert acks[int(len(acks) * 0.99) - 1] < 0.5, acks[-5:]
+            blocked = bot.service.gateway.delivery_timeout
+            assert acks[int(len(acks) * 0.99) - 1] < blocked / 2, acks[-5:]
             assert max(latencies.values()) < 3.0, latencies
             # Memory flat (loose bound: allocator noise, not per-message growth).
             assert rss_mib() - baseline < 40, (baseline, rss_mib())
