@@ -14,8 +14,9 @@ before a webhook's body is read, ``Overload.reason()`` says whether to refuse it
 - ``"memory"``: the RSS is over ``WABOT_MEMORY_HARD_MB`` (the memory watchdog's level 2).
 
 A refused webhook is not journaled, so nothing acknowledged is ever dropped: Whapi delivers it
-again later. Every refusal is counted by reason (``wabot_webhooks_shed_total``); the first of
-an episode is logged as a warning and the episode's end with its count.
+again later. Every refusal is counted by reason (``wabot_webhooks_shed_total``), the webhooks
+in progress are ``wabot_webhooks_pending``; the first refusal of an episode is logged as a
+warning and the episode's end with its count.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import math
 from collections.abc import Callable
 
 import trio
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 log = logging.getLogger("gateway.overload")
 
@@ -88,6 +89,11 @@ class Overload:
         )
         for reason in ("webhooks", "loop_lag", "memory"):
             self.shed.labels(reason)
+        Gauge(
+            "wabot_webhooks_pending",
+            "Webhooks being read or journaled now (WABOT_MAX_PENDING_WEBHOOKS bounds them)",
+            registry=registry,
+        ).set_function(lambda: self.pending)
         self._episode: str | None = None
         self._episode_count = 0
 

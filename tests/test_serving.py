@@ -14,6 +14,7 @@ import signal
 import tomllib
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -49,6 +50,15 @@ async def stalled_request(url: str) -> trio.SocketStream:
     return stream
 
 
+async def _until_pending(url: str, count: int) -> None:
+    """Until ``/metrics`` shows ``count`` webhooks being read or journaled."""
+    wanted = f"wabot_webhooks_pending {float(count)}"
+    async with httpx.AsyncClient(timeout=5) as http:
+        with trio.fail_after(30):
+            while wanted not in (await http.get(f"{url}/metrics")).text.splitlines():
+                await trio.sleep(0.1)
+
+
 async def seconds_until_closed(stream: trio.SocketStream, timeout: float) -> float:
     start = trio.current_time()
     with trio.fail_after(timeout):
@@ -80,9 +90,9 @@ async def test_both_commands_give_open_requests_the_graceful_timeout_of_hypercor
         ) as bot,
     ):
         stream = await stalled_request(bot.url)
-        # Read and handed to the app (an unread one counts as idle and is closed at once): on a
-        # loaded machine the worker may take a while to get to it.
-        await trio.sleep(3.0)
+        # Handed to the app (an unread one counts as idle and is closed at once): on a loaded
+        # machine the worker may take a while to get to it, so wait until the door counts it.
+        await _until_pending(bot.url, 1)
         bot.terminate()
         held = await seconds_until_closed(stream, timeout=GRACEFUL + 10)
         assert await bot.wait_exit(10) == 0, bot.logs[-3000:]
