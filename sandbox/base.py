@@ -61,6 +61,8 @@ class Call:
     valid: bool = True
     error: str | None = None
     at: float = 0.0
+    #: Seconds of latency the fake added on purpose (``sandbox.realism``), 0 when none.
+    injected_latency: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (for the control API)."""
@@ -80,6 +82,8 @@ class Request:
     json: Any = None
     form: dict[str, Any] | None = None
     files: dict[str, FilePart] = attrs.field(factory=dict)
+    #: The recorded call of this request (set by `FakeServer.handle`).
+    call: Call | None = None
 
 
 @attrs.define
@@ -418,6 +422,7 @@ class FakeServer:
             at=trio.current_time(),
         )
         self._calls.append(call)
+        request.call = call
         response = await self._handle_recorded(request, call)
         call.status = response.status
         return response

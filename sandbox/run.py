@@ -1,4 +1,9 @@
-"""Run both fakes together: `run_sandbox` in-process, `main` as ``python -m sandbox``."""
+"""Run both fakes together: `run_sandbox` in-process, `main` as ``python -m sandbox``.
+
+Both take a `Realism` (``sandbox.realism``: latencies, the OpenAI account's rate limits, the
+seed); on the command line ``--realistic`` is the issue's latencies and ``--model-latency``,
+``--send-latency``, ``--openai-rpm``, ``--openai-tpm`` and ``--seed`` set each part.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import attrs
 import trio
 
 from sandbox.openai import FakeOpenAI
+from sandbox.realism import REALISTIC_MODEL, REALISTIC_SEND, Lognormal, Realism
 from sandbox.whapi import FakeWhapi
 
 DEFAULT_WHAPI_TOKEN = "sandbox-whapi-token"
@@ -39,14 +45,22 @@ async def run_sandbox(
     webhook_url: str | None = None,
     webhook_headers: Mapping[str, str] | None = None,
     openai_state_file: Path | None = None,
+    realism: Realism | None = None,
     task_status: trio.TaskStatus[SandboxURLs] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve a FakeWhapi and a FakeOpenAI until cancelled; report their `SandboxURLs`.
 
-    ``openai_state_file`` keeps the fake OpenAI's conversations across restarts.
+    ``openai_state_file`` keeps the fake OpenAI's conversations across restarts; ``realism``
+    sets their latencies and rate limits (default: none).
     """
-    whapi = FakeWhapi(whapi_token, webhook_url=webhook_url, webhook_headers=webhook_headers)
-    openai = FakeOpenAI(openai_key, state_file=openai_state_file)
+    realism = realism or Realism()
+    whapi = FakeWhapi(
+        whapi_token,
+        webhook_url=webhook_url,
+        webhook_headers=webhook_headers,
+        **realism.whapi_kwargs(),
+    )
+    openai = FakeOpenAI(openai_key, state_file=openai_state_file, **realism.openai_kwargs())
     async with trio.open_nursery() as nursery:
         whapi_url = await nursery.start(
             lambda task_status: whapi.serve(host=host, port=whapi_port, task_status=task_status)
@@ -76,7 +90,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="K:V",
         help="header sent with echo webhooks (repeatable)",
     )
+    parser.add_argument(
+        "--realistic",
+        action="store_true",
+        help="model latency median 3 s / p99 15 s, sends median 0.25 s / p99 1 s",
+    )
+    parser.add_argument(
+        "--model-latency", type=Lognormal.parse, metavar="MEDIAN,P99", help="responses.create"
+    )
+    parser.add_argument(
+        "--send-latency", type=Lognormal.parse, metavar="MEDIAN,P99", help="POST /messages/*"
+    )
+    parser.add_argument("--openai-rpm", type=float, default=None, help="requests per minute")
+    parser.add_argument("--openai-tpm", type=float, default=None, help="tokens per minute")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latency draws")
     return parser.parse_args(argv)
+
+
+def realism_from_args(args: argparse.Namespace) -> Realism:
+    """The `Realism` the command line asks for."""
+    model = args.model_latency or (REALISTIC_MODEL if args.realistic else None)
+    send = args.send_latency or (REALISTIC_SEND if args.realistic else None)
+    return Realism(
+        model_latency=model,
+        send_latency=send,
+        requests_per_minute=args.openai_rpm,
+        tokens_per_minute=args.openai_tpm,
+        seed=args.seed,
+    )
 
 
 def header_pairs(values: Sequence[str]) -> dict[str, str]:
@@ -103,6 +144,7 @@ async def serve_until_signal(args: argparse.Namespace) -> None:
                     openai_port=args.openai_port,
                     webhook_url=args.webhook_url,
                     webhook_headers=header_pairs(args.webhook_header),
+                    realism=realism_from_args(args),
                     task_status=task_status,
                 )
             )
@@ -111,6 +153,7 @@ async def serve_until_signal(args: argparse.Namespace) -> None:
                 "openai_url": urls.openai_url,
                 "whapi_token": args.whapi_token,
                 "openai_key": args.openai_key,
+                "realism": realism_from_args(args).to_json(),
             }
             print(json.dumps(line), flush=True)
             async for _signum in signals:

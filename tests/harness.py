@@ -21,6 +21,7 @@ from gateway.app import SECRET_HEADER
 from gateway.server import Running, hypercorn_config, run_server
 from gateway.service import BehaviorWrapper
 from sandbox.openai import FakeOpenAI
+from sandbox.realism import Realism
 from sandbox.whapi import FakeWhapi
 from store.fileio import FileIO
 
@@ -58,10 +59,12 @@ class Fakes:
 
 
 @asynccontextmanager
-async def open_fakes() -> AsyncIterator[Fakes]:
+async def open_fakes(realism: Realism | None = None) -> AsyncIterator[Fakes]:
+    """Both fakes on loopback; ``realism`` gives them latencies and rate limits (default none)."""
+    realism = realism or Realism()
     async with trio.open_nursery() as nursery:
-        whapi = FakeWhapi(WHAPI_TOKEN)
-        openai = FakeOpenAI(OPENAI_KEY)
+        whapi = FakeWhapi(WHAPI_TOKEN, **realism.whapi_kwargs())
+        openai = FakeOpenAI(OPENAI_KEY, **realism.openai_kwargs())
         whapi_url = await nursery.start(whapi.serve)
         openai_url = await nursery.start(openai.serve)
         yield Fakes(whapi, openai, whapi_url, openai_url)
