@@ -328,6 +328,7 @@ class FakeOpenAI(FakeServer):
         latency: Lognormal | None = None,
         rate_limits: RateLimiter | None = None,
         seed: int = 0,
+        max_model_calls: int | None = None,
     ) -> None:
         super().__init__(api_key, faults=faults, max_calls=max_calls)
         #: Latency of ``responses.create`` (None: none); settable while serving.
@@ -335,7 +336,9 @@ class FakeOpenAI(FakeServer):
         #: The account's rate limits (None: unlimited, no headers); settable while serving.
         self.rate_limits = rate_limits
         self.rng = random.Random(seed)
-        self.model_calls: deque[ModelCall] = deque(maxlen=max_calls)
+        #: ``responses.create`` calls, oldest first (at most ``max_model_calls``, default
+        #: ``max_calls``).
+        self.model_calls: deque[ModelCall] = deque(maxlen=max_model_calls or max_calls)
         self.model_in_flight = 0
         self.model_in_flight_peak = 0
         self.api_key = api_key
