@@ -223,9 +223,10 @@ class Group:
 upstream, server, buffering, runtime, store = map(
     Group, ("upstream", "server", "buffering", "runtime", "store")
 )
-media, context, replies, tools, voice = map(
-    Group, ("media", "context", "replies", "tools", "voice")
+media, context, replies, tools, voice, booking = map(
+    Group, ("media", "context", "replies", "tools", "voice", "booking")
 )
+knowledge = Group("knowledge")
 #: The order ``wabot settings`` and the README show the groups in.
 GROUPS = (
     "upstream",
@@ -237,7 +238,9 @@ GROUPS = (
     "context",
     "replies",
     "tools",
+    "knowledge",
     "voice",
+    "booking",
 )
 
 
@@ -472,8 +475,18 @@ class Settings:
     )
     #: "typing" shows only when a turn takes longer than this (each send simulates typing too).
     typing_delay_seconds: float = replies(1.0, "'typing…' shows only for turns longer than this")
-    #: Turns running at once, process-wide: past it turns wait, so webhooks keep their CPU.
+    #: Turns running at once, process-wide, network waits included: past it turns wait. The
+    #: bound protects memory (a turn waiting on the model holds its actor, its request and a
+    #: connection), not the CPU, which the turns only use between their waits.
     max_concurrent_turns: int = runtime(32, "turns running at once, process-wide")
+    #: Past this many webhooks being read or journaled at once, webhooks get 503 at once.
+    max_pending_webhooks: int = runtime(
+        512, "webhooks read or journaled at once; past it webhooks get 503 with Retry-After"
+    )
+    #: A loop that ran this late lately sheds webhooks (its one core is saturated); 0: never.
+    shed_loop_lag_seconds: float = runtime(
+        1.0, "webhooks get 503 while the event loop runs later than this (0: never)"
+    )
     #: Connections per upstream client (Whapi, OpenAI).
     http_pool_size: int = upstream(32, "connections per upstream client (Whapi, OpenAI)")
     #: Idle connections kept open per upstream client. httpcore probes every idle connection
@@ -641,6 +654,81 @@ class Settings:
         300.0, "at most one correction per customer this often"
     )
 
+    # Booking: availability and prices from Beds24 (the check_availability tool).
+    beds24_token: str | None = booking(
+        None,
+        "Beds24 long-life token (read only, enough for availability); turns check_availability on",
+        env="BEDS24_TOKEN",
+        parse=_optional,
+    )
+    beds24_refresh_token: str | None = booking(
+        None,
+        "Beds24 refresh token, exchanged for 24 h tokens; turns check_availability on",
+        env="BEDS24_REFRESH_TOKEN",
+        parse=_optional,
+    )
+    beds24_api_url: str = booking(
+        "https://api.beds24.com/v2", "Beds24 API v2 base URL", env="BEDS24_API_URL", parse=_url
+    )
+    beds24_timeout_seconds: float = booking(
+        15.0,
+        "deadline of one Beds24 request",
+        env="BEDS24_TIMEOUT_SECONDS",
+        parse=_positive_seconds,
+    )
+    beds24_max_attempts: int = booking(
+        2, "attempts of one Beds24 call (429, 5xx, connection errors)", env="BEDS24_MAX_ATTEMPTS"
+    )
+    beds24_deadline_seconds: float = booking(
+        40.0,
+        "deadline of one availability check, every attempt included",
+        env="BEDS24_DEADLINE_SECONDS",
+        parse=_positive_seconds,
+    )
+    beds24_cache_seconds: float = booking(
+        300.0, "how long an availability answer is reused", env="BEDS24_CACHE_SECONDS"
+    )
+    beds24_cache_size: int = booking(
+        256, "availability answers kept in the cache", env="BEDS24_CACHE_SIZE"
+    )
+    beds24_max_nights: int = booking(
+        30, "longest stay looked up, in nights", env="BEDS24_MAX_NIGHTS"
+    )
+    beds24_interim_message: str | None = booking(
+        "Voy a consultar disponibilidad",
+        "sent to the customer, once per turn, before several availability checks (none: off)",
+        env="BEDS24_INTERIM_MESSAGE",
+        parse=_optional,
+    )
+    beds24_check_answers: bool = booking(
+        False,
+        "check apartment names and prices in answers against check_availability: names "
+        "corrected, one re-ask per customer per WABOT_VALIDATOR_COOLDOWN_SECONDS",
+        env="BEDS24_CHECK_ANSWERS",
+    )
+
+    @property
+    def beds24(self) -> bool:
+        """True when check_availability is on: a Beds24 token or refresh token is set."""
+        return bool(self.beds24_token or self.beds24_refresh_token)
+
+    # Answers from the business's own documents (``wabot knowledge sync``).
+    #: Stores named here are searched instead of the one ``wabot knowledge sync`` keeps.
+    vector_store_ids: tuple[str, ...] = knowledge(
+        (),
+        "OpenAI vector stores the answers search (comma-separated); empty: the one "
+        "`wabot knowledge sync` keeps",
+        parse=_list,
+    )
+    file_search_max_results: int = knowledge(
+        5, "passages one document search gives the model (1 to 50)", parse=_between(1, 50, int)
+    )
+    knowledge_index_timeout_seconds: float = knowledge(
+        600.0,
+        "how long `wabot knowledge sync` waits for OpenAI to index the documents",
+        parse=_positive_seconds,
+    )
+
     @property
     def production(self) -> bool:
         return self.env == "production"
@@ -773,6 +861,8 @@ def _build(env: Mapping[str, str]) -> Settings:
             raise SettingsError(
                 f"WABOT_VOICE_TEXT_PATTERNS: invalid pattern {pattern!r}: {exc}"
             ) from None
+    if settings.beds24_token and settings.beds24_refresh_token:
+        raise SettingsError("set BEDS24_TOKEN or BEDS24_REFRESH_TOKEN, not both")
     if settings.max_part_chars > 4096:
         raise SettingsError("WABOT_MAX_PART_CHARS must be at most 4096")
     return settings

@@ -18,7 +18,16 @@ import attrs
 from actors.settings import _VARIABLES, GROUPS, INSTRUCTION_VARIABLES, Settings
 
 #: Shown as "set"/"not set", never as their value.
-SECRETS = frozenset({"WHAPI_TOKEN", "OPENAI_API_KEY", "WABOT_WEBHOOK_SECRET", "WABOT_ADMIN_TOKEN"})
+SECRETS = frozenset(
+    {
+        "WHAPI_TOKEN",
+        "OPENAI_API_KEY",
+        "WABOT_WEBHOOK_SECRET",
+        "WABOT_ADMIN_TOKEN",
+        "BEDS24_TOKEN",
+        "BEDS24_REFRESH_TOKEN",
+    }
+)
 
 #: The settings a new deployment looks at first (the README's short table).
 ESSENTIAL = (

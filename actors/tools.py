@@ -12,12 +12,18 @@ model as the tool's output, so a broken tool makes the model say so instead of b
 turn. A business adds tools with a module path
 in ``WABOT_TOOLS_MODULE``; the module defines ``register(registry: ToolRegistry) -> None``.
 
+A tool may carry an ``interim`` message: when the model asks for several calls at once and one
+of them is such a tool, the turn sends that message to the customer first (once per turn), so
+a slow round does not read as silence.
+
 Built-in:
 
 * ``escalate_to_human`` labels the chat (``WABOT_ESCALATION_LABEL_ID``), notifies the operator
   chat (``WABOT_OPERATOR_CHAT``) with the customer's name, number and a summary, and pauses the
   bot for that chat; the output says honestly which of those steps failed.
 * ``get_conversation_context`` returns the chat's recent WhatsApp history, formatted.
+* ``check_availability`` (``actors.booking.tool``) when Beds24 credentials are set: it needs
+  a client, so ``actors.wiring`` builds it and hands it to ``load_registry``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,6 +97,8 @@ class Tool:
     parameters: dict[str, Any]
     handler: Handler
     timeout: float | None = None
+    #: Sent to the customer before a round of several calls that includes this tool.
+    interim: str | None = None
     _validator: Draft202012Validator = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -140,6 +148,17 @@ class ToolRegistry:
 
     def schemas(self) -> list[dict[str, Any]]:
         return [tool.schema() for tool in self._tools.values()]
+
+    def interim(self, names: Sequence[str]) -> str | None:
+        """The message to send before a round of calls of ``names``: the first ``interim`` of
+        those tools, when the round has several calls; None otherwise."""
+        if len(names) < 2:
+            return None
+        for name in names:
+            tool = self._tools.get(name)
+            if tool is not None and tool.interim:
+                return tool.interim
+        return None
 
     async def call(
         self, name: str, arguments: str, context: ToolContext, *, seconds: float
@@ -277,9 +296,10 @@ BUILTINS = (
 )
 
 
-def load_registry(settings: Settings) -> ToolRegistry:
+def load_registry(settings: Settings, extra: Sequence[Tool] = ()) -> ToolRegistry:
+    """The built-ins, then ``extra`` (built-ins that need a client), then the business's own."""
     registry = ToolRegistry()
-    for tool in BUILTINS:
+    for tool in (*BUILTINS, *extra):
         registry.add(tool)
     if settings.tools_module:
         module = importlib.import_module(settings.tools_module)

@@ -1,4 +1,5 @@
-"""The ``wabot`` command: ``serve``, ``say`` and the ``store`` maintenance commands.
+"""The ``wabot`` command: ``serve``, ``say``, ``settings``, the ``store`` maintenance commands
+and ``knowledge`` (the business's documents for the answers, ``gateway.knowledge_cli``).
 
 Exit codes: 0 success; 1 runtime failure; 2 bad configuration or usage (an invalid setting,
 missing credentials in production, the data directory locked by another process, a corrupt
@@ -52,6 +53,8 @@ EPILOG = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``wabot`` command line: every command and argument with its one-line help."""
+    from gateway.knowledge_cli import DESCRIPTION as KNOWLEDGE_DESCRIPTION
+    from gateway.knowledge_cli import add_commands as add_knowledge_commands
     from store.cli import DESCRIPTION as STORE_DESCRIPTION
     from store.cli import add_commands as add_store_commands
 
@@ -89,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=STORE_DESCRIPTION,
     )
     add_store_commands(store)
+    knowledge = commands.add_parser(
+        "knowledge",
+        help="the business's documents the answers search: sync a folder, status",
+        description=KNOWLEDGE_DESCRIPTION,
+    )
+    add_knowledge_commands(knowledge)
     return parser
 
 
@@ -109,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(describe(settings))
         return 0
+    if args.command == "knowledge":
+        from gateway.knowledge_cli import run as knowledge_run
+
+        return knowledge_run(args, settings)
     from gateway.service import store_config
     from store.cli import run as store_run
 

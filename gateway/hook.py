@@ -10,6 +10,8 @@ and JSON bodies of a Quart route:
 - 401 ``unauthorized`` when ``WABOT_WEBHOOK_SECRET`` is set and ``X-Webhook-Secret`` differs
   (constant-time comparison; the body is not read), logged once with the reason;
 - 503 while draining or before the gateway is up (Whapi retries);
+- 503 with ``Retry-After`` when the process cannot keep up (``gateway.overload``), before the
+  body is read;
 - 413 when ``Content-Length`` or the body read so far exceeds ``WABOT_MAX_BODY_BYTES``;
 - 408 when the body does not arrive within ``BODY_TIMEOUT_SECONDS``;
 - 400 for a body that is not JSON;
@@ -31,7 +33,9 @@ from typing import Any
 import trio
 
 from gateway.app import SECRET_HEADER, secrets_match
+from gateway.gateway import Gateway
 from gateway.logs import log_refusal
+from gateway.overload import RETRY_AFTER_SECONDS
 from gateway.parse import ParsedWebhook
 from gateway.service import Service
 
@@ -50,6 +54,7 @@ OFFLOAD_BYTES = 64 * 1024
 OFFLOAD_THREADS = 2
 
 _SECRET = SECRET_HEADER.lower().encode("latin-1")
+_RETRY_AFTER = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode("ascii"))]
 
 
 class _TooLarge(Exception):
@@ -118,6 +123,20 @@ class HookEndpoint:
             service.reject("too_large")
             await _answer(send, 413, b'{"error":"body too large"}')
             return
+        overload = service.overload
+        if overload.reason() is not None:
+            service.reject("overloaded")
+            await _answer(send, 503, b'{"error":"overloaded, retry later"}', _RETRY_AFTER)
+            return
+        overload.pending += 1
+        try:
+            await self._take(gateway, receive, send)
+        finally:
+            overload.pending -= 1
+
+    async def _take(self, gateway: Gateway, receive: Receive, send: Send) -> None:
+        """Read, parse and accept one webhook whose request was let in."""
+        service = self.service
         try:
             with trio.fail_after(self.body_timeout):
                 raw = await _read_body(receive, self.max_body)

@@ -7,8 +7,10 @@ instead of its ``bind``. What a start needs is written here once:
 
 - ``check_can_serve``: production has credentials and a webhook secret (never the sandbox),
   the data directory is usable; a problem is a ``StartupError`` (one line, exit status 2);
-- the sandbox: without credentials the loopback fakes of Whapi and OpenAI start before the
-  service, and once it is ready a banner says so and ``wabot say`` finds it (marker file);
+- the sandbox: without credentials the loopback fakes of Whapi and OpenAI (and of Beds24,
+  unless its own credentials are set) start before the service (the sample documents of
+  ``sandbox/knowledge/`` synced into the fake, for the answers to quote), and once it is
+  ready a banner says so and ``wabot say`` finds it (marker file);
 - the store loads after the listener is up: ``/healthz`` answers 200 while ``/readyz`` and
   webhooks answer 503 (nothing is acknowledged before it can be journaled); a service that
   cannot start (store locked or corrupt, data directory unusable) ends the serving with its
@@ -62,6 +64,9 @@ STARTUP_PROBLEMS = (DataDirLocked, StoreCorrupt, StartupError)
 SANDBOX_FILE = "sandbox.json"
 #: The sandbox's fake OpenAI keeps its conversations here, so a restart keeps them as OpenAI would.
 SANDBOX_OPENAI_FILE = "sandbox-openai.json"
+#: What the sandbox's sync of its sample documents remembers (``knowledge.json``'s twin: the
+#: fake's store never mixes with a real one).
+SANDBOX_KNOWLEDGE_FILE = "sandbox-knowledge.json"
 SANDBOX_BANNER = """
 ===============================================================================
   wabot is running in the LOCAL SANDBOX: {missing} not set.
@@ -233,13 +238,47 @@ class Shell:
                 openai_state_file=settings.data_dir / SANDBOX_OPENAI_FILE,
             )
         )
-        self.service.settings = attrs.evolve(
+        # Without a Beds24 account of its own, the sandbox asks the fake's demo apartments.
+        beds24: dict[str, Any] = (
+            {}
+            if settings.beds24
+            else {
+                "beds24_token": self.sandbox.beds24.token,
+                "beds24_api_url": self.sandbox.beds24_url,
+            }
+        )
+        settings = self.service.settings = attrs.evolve(
             settings,
             whapi_token=whapi_token,
             openai_api_key=openai_key,
             whapi_api_url=self.sandbox.whapi_url,
             openai_base_url=self.sandbox.openai_url,
+            **beds24,
         )
+        await self._sync_sample_knowledge(settings)
+
+    async def _sync_sample_knowledge(self, settings: Settings) -> None:
+        """The demo's documents (``sandbox/knowledge/``) in the fake OpenAI, so its answers
+        quote them; their store is the one the turns search (whatever the settings name)."""
+        from gateway.knowledge_cli import knowledge_client
+        from sandbox.run import SAMPLE_KNOWLEDGE
+
+        client = knowledge_client(settings, index_timeout=10.0, poll_seconds=0.05)
+        try:
+            report = await client.sync(SAMPLE_KNOWLEDGE, settings.data_dir / SANDBOX_KNOWLEDGE_FILE)
+        except Exception as exc:  # the demo goes on without documents
+            log.warning("sandbox: the sample documents could not be synced: %r", exc)
+            return
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+        log.info(
+            "sandbox: answers search the sample documents of %s (%d uploaded, %d unchanged)",
+            SAMPLE_KNOWLEDGE,
+            len(report.uploaded),
+            len(report.unchanged),
+        )
+        self.service.settings = attrs.evolve(settings, vector_store_ids=(report.vector_store_id,))
 
     def _announce_sandbox(self) -> None:
         """Echo webhooks to the bot, the marker ``wabot say`` looks for, and the banner."""

@@ -32,6 +32,7 @@ from actors.voice.audio import check_audio_models_at_start
 from actors.wiring import open_user_deps
 from gateway import logs, tuning
 from gateway.gateway import Gateway
+from gateway.overload import Overload
 from gateway.parse import parse_message
 from gateway.watchdog import MemoryWatchdog
 from store import Store, StoreConfig, open_store
@@ -126,6 +127,12 @@ class Service:
             trimmer=self.trimmer,
         )
         self.gc_pacer = tuning.FullCollectionPacer(settings.gc_full_interval_seconds)
+        self.overload = Overload(
+            max_pending=settings.max_pending_webhooks,
+            max_lag=settings.shed_loop_lag_seconds,
+            memory_level=lambda: self.watchdog.level,
+            registry=self.telemetry.registry,
+        )
         self._draining = False
         self._drain_deadline: float | None = None
         self._drain_started = False
@@ -199,6 +206,7 @@ class Service:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
             nursery.start_soon(self.watchdog.run)
+            await nursery.start(self.overload.lag.run)
             nursery.start_soon(self.trimmer.run)
             nursery.start_soon(self.gc_pacer.run)
             self.store, self.supervisor = store, supervisor

@@ -1,7 +1,7 @@
 """Plumbing shared by the sandbox fakes: a hand-written ASGI app served by hypercorn on trio.
 
-`FakeServer` owns what both fakes have in common: bounded call recording, bearer auth, request
-body validation against the JSON Schemas in ``sandbox/schemas/``, fault injection, the
+`FakeServer` owns what the fakes have in common: bounded call recording, bearer auth, request
+body (and query) validation against the JSON Schemas in ``sandbox/schemas/``, fault injection, the
 ``/__fake__/`` control API, and ``serve()`` (binds port 0 by default and reports the real base
 URL through ``task_status``). Subclasses supply the routes and the vendor's error shape.
 """
@@ -122,6 +122,7 @@ class Route:
     auth: bool = True
     body: str = "json"  # "json", "multipart" or "none"
     fault_aware: bool = False  # the handler applies its fault itself (see FakeServer.pre_fault)
+    query_schema: str | None = None  # the schema of the query parameters (all strings)
 
 
 def route(
@@ -133,6 +134,7 @@ def route(
     auth: bool = True,
     body: str = "json",
     fault_aware: bool = False,
+    query_schema: str | None = None,
 ) -> Route:
     """Build a `Route`; ``{name}`` in `path` matches one path segment (or ``{name:.+}``)."""
 
@@ -141,7 +143,7 @@ def route(
         return f"(?P<{name}>{regex or '[^/]+'})"
 
     regex = "^" + re.sub(r"\{([^}]+)\}", group, path) + "$"
-    return Route(method, re.compile(regex), handler, schema, auth, body, fault_aware)
+    return Route(method, re.compile(regex), handler, schema, auth, body, fault_aware, query_schema)
 
 
 @attrs.define
@@ -451,6 +453,12 @@ class FakeServer:
         if matched.schema is not None:
             data = request.form if matched.body == "multipart" else request.json
             failure = validate_body(self._validators[matched.schema], data)
+            if failure is not None:
+                call.valid = False
+                call.error = failure.message
+                return self.validation_error(failure)
+        if matched.query_schema is not None:
+            failure = validate_body(self._validators[matched.query_schema], request.query)
             if failure is not None:
                 call.valid = False
                 call.error = failure.message

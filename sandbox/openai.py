@@ -1,10 +1,14 @@
 """FakeOpenAI: a loopback OpenAI API (Responses, Conversations, audio) for tests and benchmarks.
 
 It speaks enough of the real API for the official ``openai`` SDK: conversations and their
-items, ``POST /v1/responses`` (answers come from a pluggable `Responder`; one response in flight
+items, ``POST /v1/responses`` (answers come from a pluggable `Responder`, by default
+`default_responder`, which also calls ``check_availability``; one response in flight
 per conversation, else 400 ``conversation_locked``; input and output items are appended to the
 conversation only after completion), transcriptions (multipart) and speech (binary audio),
-and the Realtime API's websocket on the same port (``fake.realtime``, see ``sandbox.realtime``).
+the Realtime API's websocket on the same port (``fake.realtime``, see ``sandbox.realtime``),
+and files, vector stores and a deterministic ``file_search`` (``fake.knowledge``, see
+``sandbox.openai_knowledge``): a request whose ``file_search`` tool finds a document's
+sentence gets a ``file_search_call`` item, and the default responder quotes the sentence.
 
 Realism (``sandbox.realism``, off by default): ``latency`` delays every ``responses.create``
 by a draw from a seeded lognormal (a ``trio.sleep`` in the handler, so other requests go on),
@@ -16,10 +20,10 @@ and ``retry-after-ms``, and the tokens a call counts (its request body at four c
 token, plus its reply's) are the ``usage`` it reports. ``GET /__fake__/model`` returns both
 (``stats`` and the recent `model_calls`).
 
-Given a ``state_file``, it keeps its conversations there (loaded at construction, written a
-moment after each change and when it stops), so a sandbox restarted on the same data
-directory still knows the conversations its customers' records name, as the real service
-would.
+Given a ``state_file``, it keeps its conversations, files and vector stores there (loaded at
+construction, written a moment after each change and when it stops), so a sandbox restarted
+on the same data directory still knows the conversations its customers' records name and the
+documents it synced, as the real service would.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import json
 import logging
 import os
 import random
+import re
 import secrets
 import time
 from collections import deque
@@ -42,6 +47,7 @@ import trio
 
 from sandbox.base import BoundedDict, FakeServer, Request, Response, Route, json_response, route
 from sandbox.faults import FaultRule, Faults
+from sandbox.openai_knowledge import Hit, KnowledgeBase
 from sandbox.realism import Lognormal, RateLimiter, Refusal
 from sandbox.realism import estimate_tokens as estimate_body_tokens
 from sandbox.realtime import FakeRealtime
@@ -112,6 +118,8 @@ class ResponseRequest:
     prior_items: list[dict[str, Any]]
     input_items: list[dict[str, Any]]
     tools: list[dict[str, Any]]
+    #: What the request's ``file_search`` tool found for the user's text, best first.
+    file_search: list[Hit] = attrs.Factory(list)
 
     @property
     def last_user_text(self) -> str | None:
@@ -139,12 +147,73 @@ class ResponseRequest:
         return [i for i in self.input_items if i.get("type") == "function_call_output"]
 
 
-def default_responder(request: ResponseRequest) -> str:
-    """Deterministic and friendly: echo the user's text, or report tool outputs."""
+AVAILABILITY_TOOL = "check_availability"
+#: ``check_availability {"startDate": ..., "endDate": ...}`` in a message: that exact call.
+AVAILABILITY_DIRECTIVE = re.compile(re.escape(AVAILABILITY_TOOL) + r"\s*(?=\{)")
+#: A message about availability ("disponible", "disponibilidad"): one call per pair of dates.
+AVAILABILITY_WORDS = re.compile(r"disponib", re.I)
+DATE_IN_TEXT = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b|\b(\d{1,2})/(\d{1,2})/(\d{4})\b")
+PROPERTY_IN_TEXT = re.compile(r"\bpropiedad\s+(\d+)", re.I)
+
+
+def availability_calls(request: ResponseRequest) -> list[dict[str, Any]]:
+    """The ``check_availability`` calls the fake model makes for the customer's message.
+
+    Only when the request offers that tool and the input has no tool outputs yet. Each
+    ``check_availability {json}`` in the text is a call with exactly those arguments
+    (``propertyId``/``roomId`` default to null); otherwise a message that mentions
+    availability makes one call per pair of dates in it (``YYYY-MM-DD`` or ``D/M/YYYY``,
+    passed on as ``YYYY-MM-DD``), for ``propiedad N`` when it names one. Several calls are
+    one round, as a model's parallel calls are.
+    """
+    offered = any(tool.get("name") == AVAILABILITY_TOOL for tool in request.tools)
+    text = request.last_user_text
+    if not offered or not text or request.function_call_outputs:
+        return []
+    arguments: list[dict[str, Any]] = []
+    decoder = json.JSONDecoder()
+    for match in AVAILABILITY_DIRECTIVE.finditer(text):
+        try:
+            value, _end = decoder.raw_decode(text, match.end())
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            arguments.append({"propertyId": None, "roomId": None, **value})
+    if not arguments and AVAILABILITY_WORDS.search(text):
+        dates = [
+            f"{m[1]}-{m[2]}-{m[3]}" if m[1] else f"{m[6]}-{int(m[5]):02d}-{int(m[4]):02d}"
+            for m in DATE_IN_TEXT.finditer(text)
+        ]
+        found = PROPERTY_IN_TEXT.search(text)
+        property_id = int(found[1]) if found else None
+        for start, end in zip(dates[::2], dates[1::2], strict=False):
+            arguments.append(
+                {"startDate": start, "endDate": end, "propertyId": property_id, "roomId": None}
+            )
+    return [
+        {
+            "type": "function_call",
+            "call_id": new_id("call"),
+            "name": AVAILABILITY_TOOL,
+            "arguments": json.dumps(args, ensure_ascii=False),
+        }
+        for args in arguments
+    ]
+
+
+def default_responder(request: ResponseRequest) -> ResponderResult:
+    """Deterministic and friendly: quote what file search found, echo the user's text, or
+    report tool outputs; a message about availability calls ``check_availability`` when
+    offered (``availability_calls``)."""
+    if request.file_search:
+        return KnowledgeBase.quoting_answer(request.file_search)
     outputs = request.function_call_outputs
     if outputs:
         joined = "; ".join(str(item.get("output")) for item in outputs)
         return f"Listo, esto es lo que encontré: {joined}"
+    calls = availability_calls(request)
+    if calls:
+        return calls
     text = request.last_user_text
     if text:
         return f"Recibido: {text}"
@@ -311,6 +380,9 @@ class FakeOpenAI(FakeServer):
         "openai_conversation_items_create",
         "openai_audio_speech",
         "openai_audio_transcriptions",
+        "openai_files_create",
+        "openai_vector_stores_create",
+        "openai_vector_store_files_create",
     )
     URL_SUFFIX: ClassVar[str] = "/v1"
 
@@ -329,7 +401,17 @@ class FakeOpenAI(FakeServer):
         rate_limits: RateLimiter | None = None,
         seed: int = 0,
         max_model_calls: int | None = None,
+        index_seconds: float = 0.0,
+        index_fail_pattern: str | None = None,
     ) -> None:
+        #: Files and vector stores (``index_seconds`` of indexing; names matching
+        #: ``index_fail_pattern`` fail it). Made first: ``routes`` includes its routes.
+        self.knowledge = KnowledgeBase(
+            self.error_response,
+            index_seconds=index_seconds,
+            fail_pattern=index_fail_pattern,
+            on_change=lambda: self._changed.set(),
+        )
         super().__init__(api_key, faults=faults, max_calls=max_calls)
         #: Latency of ``responses.create`` (None: none); settable while serving.
         self.latency = latency
@@ -403,6 +485,7 @@ class FakeOpenAI(FakeServer):
                 items=deque(entry.get("items") or (), maxlen=self.max_items_per_conversation),
             )
             self._conversations[conv.id] = conv
+        self.knowledge.load_json(saved.get("knowledge") or {})
 
     def save_state(self) -> None:
         """Write the conversations to ``state_file`` atomically (temp file, fsync, rename)."""
@@ -412,7 +495,8 @@ class FakeOpenAI(FakeServer):
             "conversations": [
                 {**conv.to_json(), "items": list(conv.items)}
                 for conv in self._conversations.values()
-            ]
+            ],
+            "knowledge": self.knowledge.to_json(),
         }
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         temp = self.state_file.with_name(self.state_file.name + ".tmp")
@@ -562,6 +646,7 @@ class FakeOpenAI(FakeServer):
                 body="multipart",
             ),
             route("POST", "/v1/audio/speech", self._speech, schema="openai_audio_speech"),
+            *self.knowledge.routes(),
         ]
 
     def _not_found(self, kind: str, ident: str, param: str | None = None) -> Response:
@@ -730,6 +815,11 @@ class FakeOpenAI(FakeServer):
         problem = self._tool_pairing_problem(prior + input_items)
         if problem is not None:
             return self.error_response(400, problem, param="input")
+        unknown = self.knowledge.unknown_store(list(body.get("tools") or ()))
+        if unknown is not None:
+            return self.error_response(
+                404, f"Vector store with id '{unknown}' not found.", param="tools"
+            )
         if conv is None:
             early = await self.pre_fault(fault)
             if early is not None:
@@ -792,6 +882,7 @@ class FakeOpenAI(FakeServer):
             input_items=input_items,
             tools=list(body.get("tools") or ()),
         )
+        request.file_search = self.knowledge.search(request.tools, request.last_user_text)
         try:
             result = self.responder(request)
             if inspect.isawaitable(result):
@@ -801,6 +892,8 @@ class FakeOpenAI(FakeServer):
                 500, f"The sandbox responder failed: {type(exc).__name__}: {exc}"
             )
         raw_output = [{"type": "message", "content": result}] if isinstance(result, str) else result
+        if request.file_search:
+            raw_output = [self.knowledge.search_call(request.last_user_text or ""), *raw_output]
         output = [normalize_output(item) for item in raw_output]
         # What the call counts against the account: its body and its reply (usage agrees).
         input_tokens = record.input_tokens

@@ -1,8 +1,10 @@
-"""Run both fakes together: `run_sandbox` in-process, `main` as ``python -m sandbox``.
+"""Run the fakes together: `run_sandbox` in-process, `main` as ``python -m sandbox``.
 
-Both take a `Realism` (``sandbox.realism``: latencies, the OpenAI account's rate limits, the
-seed); on the command line ``--realistic`` is the issue's latencies and ``--model-latency``,
-``--send-latency``, ``--openai-rpm``, ``--openai-tpm`` and ``--seed`` set each part.
+Whapi, OpenAI and Beds24 (with ``FakeBeds24.demo``'s apartments, so that availability can be
+asked about in the local sandbox without a Beds24 account). Whapi and OpenAI take a `Realism`
+(``sandbox.realism``: latencies, the OpenAI account's rate limits, the seed); on the command
+line ``--realistic`` is the issue's latencies and ``--model-latency``, ``--send-latency``,
+``--openai-rpm``, ``--openai-tpm`` and ``--seed`` set each part.
 """
 
 from __future__ import annotations
@@ -12,27 +14,34 @@ import json
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 
 import attrs
 import trio
 
+from sandbox.beds24 import FakeBeds24
 from sandbox.openai import FakeOpenAI
 from sandbox.realism import REALISTIC_MODEL, REALISTIC_SEND, Lognormal, Realism
 from sandbox.whapi import FakeWhapi
 
+#: The demo's documents: a small apartment rental's prices, policies and FAQ, in Spanish.
+SAMPLE_KNOWLEDGE = Path(__file__).resolve().parent / "knowledge"
 DEFAULT_WHAPI_TOKEN = "sandbox-whapi-token"
 DEFAULT_OPENAI_KEY = "sk-sandbox-openai-key"
+DEFAULT_BEDS24_TOKEN = "sandbox-beds24-token"
 
 
 @attrs.define
 class SandboxURLs:
-    """Where the running fakes listen (the OpenAI URL includes ``/v1``), and the fakes."""
+    """Where the running fakes listen (the OpenAI URL includes ``/v1``, Beds24's ``/v2``)."""
 
     whapi_url: str
     openai_url: str
     whapi: FakeWhapi
     openai: FakeOpenAI
+    beds24_url: str
+    beds24: FakeBeds24
 
 
 async def run_sandbox(
@@ -45,13 +54,16 @@ async def run_sandbox(
     webhook_url: str | None = None,
     webhook_headers: Mapping[str, str] | None = None,
     openai_state_file: Path | None = None,
+    beds24_token: str = DEFAULT_BEDS24_TOKEN,
+    beds24_port: int = 0,
     realism: Realism | None = None,
     task_status: trio.TaskStatus[SandboxURLs] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve a FakeWhapi and a FakeOpenAI until cancelled; report their `SandboxURLs`.
+    """Serve a FakeWhapi, a FakeOpenAI and a FakeBeds24 until cancelled; report `SandboxURLs`.
 
-    ``openai_state_file`` keeps the fake OpenAI's conversations across restarts; ``realism``
-    sets their latencies and rate limits (default: none).
+    ``openai_state_file`` keeps the fake OpenAI's conversations across restarts; the fake
+    Beds24 takes ``beds24_token`` as its long-life token and has the demo apartments;
+    ``realism`` sets the Whapi and OpenAI fakes' latencies and rate limits (default: none).
     """
     realism = realism or Realism()
     whapi = FakeWhapi(
@@ -61,6 +73,7 @@ async def run_sandbox(
         **realism.whapi_kwargs(),
     )
     openai = FakeOpenAI(openai_key, state_file=openai_state_file, **realism.openai_kwargs())
+    beds24 = FakeBeds24(beds24_token).demo(date.today())
     async with trio.open_nursery() as nursery:
         whapi_url = await nursery.start(
             lambda task_status: whapi.serve(host=host, port=whapi_port, task_status=task_status)
@@ -68,14 +81,17 @@ async def run_sandbox(
         openai_url = await nursery.start(
             lambda task_status: openai.serve(host=host, port=openai_port, task_status=task_status)
         )
-        task_status.started(SandboxURLs(whapi_url, openai_url, whapi, openai))
+        beds24_url = await nursery.start(
+            lambda task_status: beds24.serve(host=host, port=beds24_port, task_status=task_status)
+        )
+        task_status.started(SandboxURLs(whapi_url, openai_url, whapi, openai, beds24_url, beds24))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options of ``python -m sandbox``."""
     parser = argparse.ArgumentParser(
         prog="python -m sandbox",
-        description="Run loopback fakes of Whapi and OpenAI; prints one JSON line with URLs.",
+        description="Run loopback fakes of Whapi, OpenAI and Beds24; prints a JSON line of URLs.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--whapi-port", type=int, default=0)
@@ -153,6 +169,8 @@ async def serve_until_signal(args: argparse.Namespace) -> None:
                 "openai_url": urls.openai_url,
                 "whapi_token": args.whapi_token,
                 "openai_key": args.openai_key,
+                "beds24_url": urls.beds24_url,
+                "beds24_token": DEFAULT_BEDS24_TOKEN,
                 "realism": realism_from_args(args).to_json(),
             }
             print(json.dumps(line), flush=True)

@@ -1,7 +1,8 @@
 """Test harness: a real wabot server on loopback, wired to the sandbox fakes.
 
 Everything goes through real HTTP: tests post webhooks to the bot's ``/hook`` with httpx, the
-bot calls the fake Whapi and fake OpenAI servers, and tests read what the fakes recorded.
+bot calls the fake Whapi, OpenAI (and, with ``beds24_on``, Beds24) servers, and tests read what
+the fakes recorded.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from actors.settings import Settings
 from gateway.app import SECRET_HEADER
 from gateway.server import Running, hypercorn_config, run_server
 from gateway.service import BehaviorWrapper
+from sandbox.beds24 import FakeBeds24
 from sandbox.openai import FakeOpenAI
 from sandbox.realism import Realism
 from sandbox.whapi import FakeWhapi
@@ -28,6 +30,8 @@ from store.fileio import FileIO
 WHAPI_TOKEN = "test-whapi-token-123456"
 OPENAI_KEY = "test-openai-key-123456"
 SECRET = "test-webhook-secret"
+BEDS24_TOKEN = "test-beds24-long-life-token"
+BEDS24_REFRESH_TOKEN = "test-beds24-refresh-token"
 
 FAST = {
     "buffer_seconds": 0.15,
@@ -47,6 +51,9 @@ FAST = {
     "turn_timeout_seconds": 10.0,
     "drain_seconds": 5.0,
     "typing_delay_seconds": 0.0,
+    # The bot shares its event loop with the fakes here, on a machine the whole suite loads:
+    # a loop that late is a bug a test should see, a shorter lateness is the test machine.
+    "shed_loop_lag_seconds": 5.0,
 }
 
 
@@ -56,19 +63,34 @@ class Fakes:
     openai: FakeOpenAI
     whapi_url: str
     openai_url: str
+    #: Started with the others; a bot uses it with ``make_settings(..., **beds24_on(fakes))``.
+    beds24: FakeBeds24
+    beds24_url: str
 
 
 @asynccontextmanager
 async def open_fakes(realism: Realism | None = None) -> AsyncIterator[Fakes]:
-    """Both fakes on loopback; ``realism`` gives them latencies and rate limits (default none)."""
+    """The fakes on loopback; ``realism`` gives Whapi's and OpenAI's latencies and rate limits."""
     realism = realism or Realism()
     async with trio.open_nursery() as nursery:
         whapi = FakeWhapi(WHAPI_TOKEN, **realism.whapi_kwargs())
         openai = FakeOpenAI(OPENAI_KEY, **realism.openai_kwargs())
+        beds24 = FakeBeds24(BEDS24_TOKEN, refresh_token=BEDS24_REFRESH_TOKEN)
         whapi_url = await nursery.start(whapi.serve)
         openai_url = await nursery.start(openai.serve)
-        yield Fakes(whapi, openai, whapi_url, openai_url)
+        beds24_url = await nursery.start(beds24.serve)
+        yield Fakes(whapi, openai, whapi_url, openai_url, beds24, beds24_url)
         nursery.cancel_scope.cancel()
+
+
+def beds24_on(fakes: Fakes, *, refresh: bool = False) -> dict[str, Any]:
+    """The settings that turn check_availability on against the fake Beds24."""
+    credential = (
+        {"beds24_refresh_token": BEDS24_REFRESH_TOKEN}
+        if refresh
+        else {"beds24_token": BEDS24_TOKEN}
+    )
+    return {"beds24_api_url": fakes.beds24_url, "beds24_timeout_seconds": 3.0, **credential}
 
 
 def make_settings(fakes: Fakes, data_dir: Path, **overrides: Any) -> Settings:

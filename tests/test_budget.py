@@ -164,3 +164,38 @@ async def wait_until_async(probe: Any, timeout: float) -> None:
     with trio.fail_after(timeout):
         while not await probe():
             await trio.sleep(0.05)
+
+
+async def test_a_429_holds_the_budget_for_its_retry_after_and_the_turn_still_answers(
+    tmp_path: Path,
+) -> None:
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, retry_max_seconds=3.0)
+        async with open_bot(fakes, settings) as bot:
+            fakes.openai.faults.add(r"/responses$", status=429, retry_after=1.0, times=1)
+            user = "573009900011"
+            started = trio.current_time()
+            await bot.post(payloads.webhook([payloads.text_message(user, "hola")]))
+            await fakes.whapi.wait_sent(1, to=f"{user}@s.whatsapp.net", timeout=10)
+            budget = bot.service.deps.budget
+            assert budget.held == 1, "the 429's Retry-After held the whole budget"
+            calls = responses_calls(fakes)
+            assert len(calls) == 2, "asked once more after the hold, not in a storm"
+            assert trio.current_time() - started >= 1.0
+            assert len(fakes.whapi.sent_to(f"{user}@s.whatsapp.net")) == 1
+
+
+async def test_the_budget_is_corrected_by_the_tokens_openai_counted(tmp_path: Path) -> None:
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, openai_tokens_per_minute=6000)
+        async with open_bot(fakes, settings) as bot:
+            user = "573009900012"
+            await bot.post(payloads.webhook([payloads.text_message(user, "hola")]))
+            await fakes.whapi.wait_sent(1, to=f"{user}@s.whatsapp.net")
+            (conversation,) = fakes.openai.conversations
+            (response,) = fakes.openai.responses_for(conversation)
+            used = response["usage"]["total_tokens"]
+            budget = bot.service.deps.budget
+            level = budget.remaining()["tokens"]
+            # 6000 a minute is 100 a second: allow the refill of the test's own seconds.
+            assert 6000 - used - 1 <= level <= 6000 - used + 300, (level, used)

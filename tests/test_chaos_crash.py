@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -86,7 +87,8 @@ async def test_chaos_crash_sigkill_during_traffic_loses_nothing(tmp_path: Path) 
             missing = acked - answered()
             assert not missing, (
                 f"{len(missing)} acknowledged messages never answered, e.g. {sorted(missing)[:5]}; "
-                f"the last run's log ends:\n{bot.logs[-4000:]}"
+                f"the last run's log ends:\n{bot.logs[-4000:]}\n"
+                + _where(fakes, sorted(missing)[:2], [*logs, bot.logs])
             )
             await trio.sleep(0.5)
             logs.append(bot.logs)
@@ -119,7 +121,10 @@ async def test_chaos_crash_sigkill_during_traffic_loses_nothing(tmp_path: Path) 
                 for tag in set(TAG.findall(str(item.get("content")))):
                     inputs[tag] = inputs.get(tag, 0) + 1
     asked_twice = sorted(tag for tag, count in inputs.items() if count > 1)
-    assert not asked_twice, f"{len(asked_twice)} messages reached the model twice: {asked_twice}"
+    assert not asked_twice, (
+        f"{len(asked_twice)} messages reached the model twice: {asked_twice}\n"
+        + _where(fakes, asked_twice[:3], logs)
+    )
     # Even a SIGKILLed process's output never shows a credential.
     for text in logs:
         for secret in (WHAPI_TOKEN, OPENAI_KEY, SECRET):
@@ -129,3 +134,22 @@ async def test_chaos_crash_sigkill_during_traffic_loses_nothing(tmp_path: Path) 
         f"0 asked twice, {len(duplicated)} answered twice (send in flight at a kill), "
         f"{sum(len(v) - 1 for v in duplicated.values())} duplicate sends"
     )
+
+
+def _where(fakes: Any, tags: list[str], logs: list[str]) -> str:
+    """For a failure: where each tag sits in the fake's conversations, and the bots' log lines
+    about its customer."""
+    lines: list[str] = []
+    for tag in tags:
+        for conversation, items in fakes.openai.conversations.items():
+            for index, item in enumerate(items):
+                if tag in str(item.get("content")):
+                    lines.append(
+                        f"{tag} in {conversation}[{index}] {item.get('role')}: "
+                        f"{str(item.get('content'))[:300]}"
+                    )
+        user = f"5730088{int(tag.split('-u')[1].split('-')[0]):05d}"
+        for run, text in enumerate(logs):
+            lines += [f"run {run}: {line[:300]}" for line in text.splitlines() if user in line][:60]
+        lines += [f"sent to {tag}'s customer: {m.body!r}" for m in fakes.whapi.sent if user in m.to]
+    return "\n".join(lines)

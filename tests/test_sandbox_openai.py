@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -362,3 +364,104 @@ async def test_control_api(nursery: trio.Nursery) -> None:
         assert len((await control.get("/__fake__/conversations")).json()["conversations"]) == 1
         assert (await control.post("/__fake__/reset")).is_success
         assert fake.calls == []
+
+
+async def test_files_and_vector_store_bodies_are_validated(
+    raw: httpx.AsyncClient, client: openai.AsyncOpenAI, fake_openai: FakeOpenAI
+) -> None:
+    store = await client.vector_stores.create(name="docs")
+    bad = [
+        ("/vector_stores", {"name": "x", "color": "red"}, "color"),
+        (f"/vector_stores/{store.id}/files", {}, "file_id"),
+        (
+            f"/vector_stores/{store.id}/files",
+            {"file_id": "f", "attributes": {"k": []}},
+            "attributes",
+        ),
+    ]
+    for path, body, param in bad:
+        reply = await raw.post(path, json=body)
+        assert reply.status_code == 400, (path, reply.text)
+        assert reply.json()["error"]["param"].startswith(param)
+    no_purpose = await raw.post("/files", files={"file": ("a.txt", b"hola")})
+    assert no_purpose.status_code == 400
+    assert no_purpose.json()["error"]["param"] == "purpose"
+    assert len(fake_openai.invalid_calls) == 4
+    missing = await raw.post(f"/vector_stores/{store.id}/files", json={"file_id": "file-nope"})
+    assert missing.status_code == 404
+
+
+async def test_indexing_takes_its_time_and_fails_by_name(
+    client: openai.AsyncOpenAI, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.knowledge.index_seconds = 0.2
+    fake_openai.knowledge.fail_pattern = re.compile(r"^malo")
+    store = await client.vector_stores.create(name="docs")
+    good = await client.files.create(file=("bueno.md", b"Hola."), purpose="assistants")
+    bad = await client.files.create(file=("malo.md", b"Hola."), purpose="assistants")
+    image = await client.files.create(file=("foto.png", b"\x89PNG"), purpose="assistants")
+    for uploaded in (good, bad, image):
+        attached = await client.vector_stores.files.create(store.id, file_id=uploaded.id)
+        assert attached.status == "in_progress"
+    assert (await client.vector_stores.retrieve(store.id)).file_counts.in_progress == 3
+    await trio.sleep(0.25)
+    states = {f.id: f for f in (await client.vector_stores.files.list(store.id)).data}
+    assert states[good.id].status == "completed" and states[good.id].last_error is None
+    assert states[bad.id].status == "failed"
+    assert states[bad.id].last_error.code == "invalid_file"
+    assert states[image.id].last_error.code == "unsupported_file"
+    counts = (await client.vector_stores.retrieve(store.id)).file_counts
+    assert (counts.completed, counts.failed, counts.total) == (1, 2, 3)
+    await client.vector_stores.files.delete(bad.id, vector_store_id=store.id)
+    await client.files.delete(bad.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.files.retrieve(bad.id)
+
+
+async def test_file_search_quotes_the_matching_sentence_with_a_citation(
+    client: openai.AsyncOpenAI,
+) -> None:
+    store = await client.vector_stores.create(name="docs")
+    text = "Bienvenidos.\nLa piscina abre de 8 a 20 horas. El gimnasio cierra los lunes.\n"
+    doc = await client.files.create(file=("faq.md", text.encode()), purpose="assistants")
+    await client.vector_stores.files.create(store.id, file_id=doc.id)
+    tools: Any = [{"type": "file_search", "vector_store_ids": [store.id]}]
+    found = await client.responses.create(
+        model=MODEL, input="¿A qué hora abre la PISCINA?", tools=tools
+    )
+    assert [item.type for item in found.output] == ["file_search_call", "message"]
+    part = found.output[1].content[0]
+    assert part.text == "Según nuestra información: La piscina abre de 8 a 20 horas.【4:0†faq.md】"
+    (citation,) = part.annotations
+    assert (citation.type, citation.file_id, citation.filename) == (
+        "file_citation",
+        doc.id,
+        "faq.md",
+    )
+    assert citation.index == part.text.index("【")
+    plain = await client.responses.create(model=MODEL, input="¿Tienen wifi?", tools=tools)
+    assert [item.type for item in plain.output] == ["message"]
+    assert plain.output_text == "Recibido: ¿Tienen wifi?"
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.create(
+            model=MODEL, input="x", tools=[{"type": "file_search", "vector_store_ids": ["vs_no"]}]
+        )
+
+
+async def test_files_and_stores_survive_a_restart(nursery: trio.Nursery, tmp_path: Path) -> None:
+    state = tmp_path / "openai.json"
+    first = FakeOpenAI("k", state_file=state)
+    url = await nursery.start(first.serve)
+    async with openai.AsyncOpenAI(base_url=url, api_key="k", max_retries=0) as c:
+        store = await c.vector_stores.create(name="docs")
+        doc = await c.files.create(
+            file=("a.txt", b"Las mascotas pagan aparte."), purpose="assistants"
+        )
+        await c.vector_stores.files.create(store.id, file_id=doc.id)
+    first.save_state()
+    again = FakeOpenAI("k", state_file=state)
+    assert again.knowledge.files[doc.id].data == b"Las mascotas pagan aparte."
+    hits = again.knowledge.search(
+        [{"type": "file_search", "vector_store_ids": [store.id]}], "¿y las mascotas?"
+    )
+    assert [(h.filename, h.text) for h in hits] == [("a.txt", "Las mascotas pagan aparte.")]

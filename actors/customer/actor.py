@@ -45,6 +45,8 @@ from store.records import PendingTurn, utcnow
 
 log = logging.getLogger("actors.customer.actor")
 
+#: The stage of a turn due while every slot of ``WABOT_MAX_CONCURRENT_TURNS`` is taken.
+WAITING_FOR_SLOT = "waiting for a turn slot"
 #: The stage of a turn waiting for the store to take a write again.
 WAITING_FOR_STORE = "waiting for the store"
 
@@ -506,7 +508,9 @@ class UserActor:
             # process to resume.
             outcome, settled, error = "cancelled", None, None
             try:
+                turn.stage = WAITING_FOR_SLOT
                 async with self.deps.turn_slots:
+                    turn.stage = "thinking"
                     turn.started_at = trio.current_time()
                     with trio.fail_after(self.settings.turn_timeout_seconds):
                         await TurnRunner(self, batch, turn).run()
@@ -551,6 +555,7 @@ class UserActor:
             "seconds": round(seconds, 3),
             "model_seconds": round(turn.model_seconds, 3),
             "tools": list(turn.tools),
+            "cited": list(turn.cited),
             "parts_sent": turn.parts_sent,
             "resumed": turn.resume is not None,
         }
@@ -563,7 +568,7 @@ class UserActor:
         level = logging.INFO if outcome in {"replied", "cancelled"} else logging.WARNING
         log.log(
             level,
-            "user %s: turn %s %s in %.2f s (model %.2f s, tools: %s, parts sent: %d%s)%s",
+            "user %s: turn %s %s in %.2f s (model %.2f s, tools: %s, parts sent: %d%s%s)%s",
             self.key,
             turn.turn_id,
             outcome,
@@ -572,6 +577,7 @@ class UserActor:
             ", ".join(turn.tools) or "none",
             turn.parts_sent,
             ", voice" if turn.voice_sent else "",
+            f", cited: {', '.join(turn.cited)}" if turn.cited else "",
             f": {error}" if error else "",
         )
 

@@ -19,6 +19,7 @@ from actors.runtime.telemetry import Telemetry
 from actors.settings import Settings
 from actors.tools import ToolRegistry
 from actors.upstream.budget import ModelBudget
+from actors.upstream.knowledge_state import StoreIds
 from actors.upstream.model import ModelClient
 from actors.upstream.whapi import WhapiClient
 from actors.validation import Validator
@@ -49,3 +50,6 @@ class UserDeps:
     #: OpenAI's rate limits, spent fairly by the turns' model calls (its ``run`` is started
     #: by ``actors.wiring``).
     budget: ModelBudget = attrs.Factory(ModelBudget)
+    #: The vector stores of the business's documents, searched by the turns' ``file_search``
+    #: (None: no document search).
+    knowledge: StoreIds | None = None

@@ -4,7 +4,11 @@ In order: show "typing" (or "recording" when the answer will be a voice note) an
 alive; turn media into model input (transcripts, images); find or start the conversation
 (a reset keyword or a long silence starts a fresh one; legacy Assistants threads too); add
 the context block when it is due; call the model, running its tool calls for up to
-``WABOT_TOOL_ROUNDS`` rounds; let the validator ask for one correction; then send the answer
+``WABOT_TOOL_ROUNDS`` rounds (before a round of several calls that includes a tool with an
+``interim`` message, that message goes to the customer, once per turn; with ``file_search``
+over the business's documents when there is a vector store: the documents its answers cite
+are kept for the turn's log line and inspection, the citation markers are stripped from the
+text); let the validator correct the answer and ask for one correction; then send the answer
 as a voice note when it suits speech, else as text parts paced with ``typing_time``.
 
 The conversation lock of the actor is held from the first model call to the last, so what a
@@ -44,7 +48,7 @@ from actors.upstream.model import (
     user_message,
 )
 from actors.upstream.whapi import WhapiError
-from actors.validation import ToolOutput
+from actors.validation import ToolOutput, as_verdict
 from actors.voice.audio import AudioError, speakable
 from store import UserRecord
 from store.records import PendingTurn, utcnow
@@ -67,8 +71,12 @@ class TurnState:
     #: What the turn did, for its log line and inspection.
     model_seconds: float = 0.0
     tools: list[str] = attrs.Factory(list)
+    #: The business's documents its answers cited (file names, first citation first).
+    cited: list[str] = attrs.Factory(list)
     parts_sent: int = 0
     voice_sent: bool = False
+    #: A tool's interim message went to the customer (at most one per turn; not a reply part).
+    interim_sent: bool = False
     #: Since when its model call waits for the rate-limit budget (None: it does not).
     waiting_since: datetime | None = None
 
@@ -322,15 +330,30 @@ class TurnRunner:
             started = trio.current_time()
             try:
                 with deps.telemetry.model_seconds.time():
-                    return await deps.model.respond(
+                    reply = await deps.model.respond(
                         conversation_id=conversation_id,
                         input_items=items,
                         user_id=self.actor.key,
-                        tools=deps.tools.schemas() if tools else (),
+                        tools=self._tools() if tools else (),
                         resumed=resumed,
                     )
+                if reply.tokens is not None:
+                    slot.used(reply.tokens)
             finally:
                 turn.model_seconds += trio.current_time() - started
+        if reply.searched:
+            turn.tools.append("file_search")
+        for citation in reply.citations:
+            if citation.filename not in turn.cited:
+                turn.cited.append(citation.filename)
+        return reply
+
+    def _tools(self) -> list[dict[str, Any]]:
+        """The business's function tools, and ``file_search`` over its documents if any."""
+        schemas = self.deps.tools.schemas()
+        knowledge = self.deps.knowledge
+        search = knowledge.tool() if knowledge is not None else None
+        return [*schemas, search] if search is not None else schemas
 
     async def _tool_loop(self, conversation_id: str, reply: ModelReply) -> Answer:
         """Run the tool calls of ``reply`` (the turn's first answer), round after round."""
@@ -348,6 +371,7 @@ class TurnRunner:
         while reply.calls:
             rounds += 1
             last_round = rounds >= settings.tool_rounds
+            await self._send_interim([call.name for call in reply.calls])
             results = []
             for call in reply.calls:
                 self.turn.tools.append(call.name)
@@ -366,22 +390,56 @@ class TurnRunner:
             reply = await self._respond(conversation_id, results, tools=not last_round)
         return Answer(reply.text, tuple(outputs))
 
+    async def _send_interim(self, names: list[str]) -> None:
+        """A tool's interim message before a round of several calls, once per turn."""
+        if self.turn.interim_sent:
+            return
+        text = self.deps.tools.interim(names)
+        if not text:
+            return
+        self.turn.interim_sent = True
+        try:
+            if await self._went_out("text", text):
+                return
+            sent = await self.deps.whapi.send_text(self.last.chat_id, text)
+        except WhapiError as exc:  # only a courtesy: the answer follows anyway
+            self.deps.telemetry.sends.labels("text", "error").inc()
+            log.warning("interim message not sent: %s", exc)
+            return
+        self.deps.telemetry.sends.labels("text", "ok").inc()
+        self.actor.remember_sent(sent.message_id)
+
     async def _validated(self, conversation_id: str, answer: Answer) -> Answer:
+        """The answer as the validator corrects it, after at most one re-ask per cool-down."""
         validator, actor = self.deps.validator, self.actor
         if validator is None:
             return answer
+        first = as_verdict(validator(answer.text, answer.tool_outputs))
+        corrected = Answer(first.text or answer.text, answer.tool_outputs)
+        if first.text:
+            log.info("validator corrected the answer in place")
+        if not first.instruction:
+            return corrected
         now = trio.current_time()
         if actor.validated_at is not None and now - actor.validated_at < (
             self.settings.validator_cooldown_seconds
         ):
-            return answer
-        instruction = validator(answer.text, answer.tool_outputs)
-        if not instruction:
-            return answer
+            log.info(
+                "validator found %d problem(s); no re-ask within the cool-down", len(first.problems)
+            )
+            return corrected
         actor.validated_at = now
-        log.info("validator asked for a correction")
-        reply = await self._respond(conversation_id, [developer_note(instruction)], tools=False)
-        return Answer(reply.text or answer.text, answer.tool_outputs)
+        log.info("validator asked for a correction: %s", "; ".join(first.problems))
+        reply = await self._respond(
+            conversation_id, [developer_note(first.instruction)], tools=False
+        )
+        if not reply.text:
+            return corrected
+        second = as_verdict(validator(reply.text, answer.tool_outputs))
+        if len(second.problems) > len(first.problems):
+            log.info("the corrected answer is worse than the first; sending the first")
+            return corrected
+        return Answer(second.text or reply.text, answer.tool_outputs)
 
     # -- sending -------------------------------------------------------------------------------
 

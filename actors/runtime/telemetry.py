@@ -80,6 +80,24 @@ class Telemetry:
             "How long the longest-waiting model call has waited for the budget",
             registry=r,
         )
+        self.pool_wait_seconds = Histogram(
+            "wabot_http_pool_wait_seconds",
+            "Time a request to an upstream waited for a connection of its client's pool",
+            ["upstream"],
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        #: Read from the turn slots at scrape time (``actors.wiring`` sets its function).
+        self.turns_in_flight = Gauge(
+            "wabot_turns_in_flight",
+            "Turns running (holding one of WABOT_MAX_CONCURRENT_TURNS), network waits included",
+            registry=r,
+        )
+        self.turns_waiting = Gauge(
+            "wabot_turns_waiting_for_slot",
+            "Turns due but waiting for a free slot of WABOT_MAX_CONCURRENT_TURNS",
+            registry=r,
+        )
         self.speech_seconds = Histogram(
             "wabot_speech_seconds",
             "Time to synthesize one voice reply (Realtime API and encoding)",

@@ -102,6 +102,16 @@ class ModelBudget:
         """Turns waiting for the budget."""
         return sum(len(q) for q in self._queues.values())
 
+    def remaining(self) -> dict[str, float | None]:
+        """What is left now of each per-minute allowance (None: that limit is off)."""
+        now = trio.current_time()
+        left: dict[str, float | None] = {}
+        for kind, bucket in (("requests", self._requests), ("tokens", self._tokens)):
+            if bucket is not None:
+                bucket.refill(now)
+            left[kind] = None if bucket is None else bucket.level
+        return left
+
     def oldest_wait(self) -> float:
         """Seconds the longest-waiting turn has waited (0 when none waits)."""
         heads = [q[0].since for q in self._queues.values() if q]

@@ -15,6 +15,11 @@ already there with an answer after it, that answer is the result. A ``conversati
 right after an ambiguous failure means our abandoned request is probably still running on
 OpenAI's side: the retry then waits for it (bounded by one more client timeout, without using
 up an attempt) and recovers its answer, instead of failing the turn or running it twice.
+
+Every answer OpenAI gives (an httpx ``response`` event hook on the SDK's client) tells the
+rate-limit budget what OpenAI counts (its ``x-ratelimit-*`` headers), and a 429 holds the whole
+budget for its ``Retry-After``, so one rate-limit answer does not become a storm of them; a
+reply carries the tokens OpenAI says the call used, to correct the budget's estimate.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -32,6 +37,8 @@ import openai
 import trio
 from openai.types.responses import Response
 
+from actors.upstream.budget import ModelBudget
+from actors.upstream.poolwait import PoolWaits
 from actors.upstream.retry import RetryPolicy, parse_retry_after
 
 log = logging.getLogger("actors.upstream.model")
@@ -56,13 +63,26 @@ class FunctionCall:
 
 
 @attrs.frozen
+class Citation:
+    """A document an answer cites (a ``file_citation`` annotation of its text)."""
+
+    file_id: str
+    filename: str
+
+
+@attrs.frozen
 class ModelReply:
-    """What one ``responses.create`` produced: text, and function calls to run (if any)."""
+    """What one ``responses.create`` produced: text, and function calls to run (if any);
+    whether it searched the business's documents (``file_search``) and which it cited."""
 
     response_id: str | None
     text: str
     calls: tuple[FunctionCall, ...] = ()
     recovered: bool = False
+    #: Tokens OpenAI counted for the call (None when it did not say, or for a recovered answer).
+    tokens: int | None = None
+    searched: bool = False
+    citations: tuple[Citation, ...] = ()
 
 
 def pool_limits(size: int, keepalive: int | None = None) -> httpx2.Limits:
@@ -71,9 +91,13 @@ def pool_limits(size: int, keepalive: int | None = None) -> httpx2.Limits:
     return httpx2.Limits(max_connections=size, max_keepalive_connections=idle)
 
 
-def pooled_http_client(size: int, keepalive: int | None = None) -> openai.DefaultAsyncHttpxClient:
-    """The SDK's HTTP client with a bounded pool."""
-    return openai.DefaultAsyncHttpxClient(limits=pool_limits(size, keepalive))
+def pooled_http_client(
+    size: int, keepalive: int | None = None, event_hooks: Mapping[str, list[Any]] | None = None
+) -> openai.DefaultAsyncHttpxClient:
+    """The SDK's HTTP client with a bounded pool (and httpx event hooks, if any)."""
+    return openai.DefaultAsyncHttpxClient(
+        limits=pool_limits(size, keepalive), event_hooks=dict(event_hooks or {})
+    )
 
 
 def retryable(exc: BaseException) -> float | None:
@@ -94,7 +118,11 @@ def _locked(exc: BaseException) -> bool:
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
-    headers = exc.response.headers
+    return retry_after_of(exc.response.headers)
+
+
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """OpenAI's ``retry-after-ms`` or ``retry-after``, in seconds (None without either)."""
     ms = headers.get("retry-after-ms")
     if ms:
         try:
@@ -119,6 +147,8 @@ def model_error(exc: BaseException) -> ModelError:
 
 #: What a call's last failure can be: an SDK error, or our deadline on an attempt.
 FAILURES = (openai.OpenAIError, trio.TooSlowError)
+#: How long a 429 without ``Retry-After`` holds the budget.
+RATE_LIMIT_HOLD_SECONDS = 1.0
 
 
 def user_message(text: str, image_urls: Sequence[str] = ()) -> dict[str, Any]:
@@ -147,18 +177,32 @@ class ModelClient:
         policy: RetryPolicy,
         pool_size: int = 32,
         keepalive_size: int = 8,
+        budget: ModelBudget | None = None,
+        on_pool_wait: Callable[[float], None] | None = None,
     ) -> None:
         self.model = model
         self.instructions = instructions
         self._timeout = timeout
         self._policy = policy
+        self._budget = budget
+        hooks: dict[str, list[Any]] = {"response": [self._saw_response]}
+        if on_pool_wait is not None:
+            hooks["request"] = [PoolWaits(on_pool_wait).on_request]
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
             timeout=timeout,
-            http_client=pooled_http_client(pool_size, keepalive_size),
+            http_client=pooled_http_client(pool_size, keepalive_size, hooks),
         )
+
+    async def _saw_response(self, response: httpx2.Response) -> None:
+        """Every answer aligns the budget with OpenAI's count; a 429 holds it."""
+        if self._budget is None:
+            return
+        self._budget.learn(response.headers)
+        if response.status_code == 429:
+            self._budget.hold(retry_after_of(response.headers) or RATE_LIMIT_HOLD_SECONDS)
 
     async def aclose(self) -> None:
         await self._client.close()  # closes its HTTP client too
@@ -300,12 +344,29 @@ def _reply(response: object) -> ModelReply:
         # The SDK hands back the body as text when a success is not JSON.
         raise ModelError("OpenAI answered responses.create with a body that is not JSON")
     calls: list[FunctionCall] = []
+    citations: dict[str, Citation] = {}
+    searched = False
     for item in response.output:
         if item.type == "function_call":
             if not isinstance(item.call_id, str) or not isinstance(item.name, str):
                 raise ModelError("OpenAI returned a function call without call_id or name")
             calls.append(FunctionCall(item.call_id, item.name, item.arguments or "{}"))
-    return ModelReply(response_id=response.id, text=response.output_text, calls=tuple(calls))
+        elif item.type == "file_search_call":
+            searched = True
+        elif item.type == "message":
+            for part in item.content:
+                for note in getattr(part, "annotations", None) or ():
+                    if getattr(note, "type", None) == "file_citation":
+                        citations.setdefault(note.file_id, Citation(note.file_id, note.filename))
+    usage = response.usage
+    return ModelReply(
+        response_id=response.id,
+        text=response.output_text,
+        calls=tuple(calls),
+        tokens=usage.total_tokens if usage is not None else None,
+        searched=searched,
+        citations=tuple(citations.values()),
+    )
 
 
 def _first_text(items: list[dict[str, Any]]) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ import attrs
 import httpx
 import trio
 
+from actors.upstream.poolwait import PoolWaits
 from actors.upstream.retry import RetryPolicy, parse_retry_after
 
 log = logging.getLogger("actors.upstream.whapi")
@@ -81,9 +83,11 @@ class WhapiClient:
         transport: httpx.AsyncBaseTransport | None = None,
         pool_size: int = 32,
         keepalive_size: int = 8,
+        on_pool_wait: Callable[[float], None] | None = None,
     ) -> None:
         self._timeout = timeout
         self._policy = policy
+        hooks = {"request": [PoolWaits(on_pool_wait).on_request]} if on_pool_wait else {}
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
@@ -94,6 +98,7 @@ class WhapiClient:
                 max_keepalive_connections=min(keepalive_size, pool_size),
             ),
             transport=transport,
+            event_hooks=hooks,
         )
 
     async def aclose(self) -> None:
