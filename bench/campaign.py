@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.common import mib, print_table, verdict, write_result
-from bench.realistic import cpu_ms_per_turn, in_flight_figure, run_schedule
+from bench.realistic import cores_peak, cpu_ms_per_turn, in_flight_figure, run_schedule
 
 BUFFER_SECONDS = 3.0
 
@@ -48,6 +48,8 @@ def run(quick: bool) -> dict[str, Any]:
     peak, peak_source = in_flight_figure(r)
     elapsed = max(r["answered_seconds"], 1e-9)
     bot_cores = r["bot_cpu_seconds_proc"] / elapsed
+    bot_peak = cores_peak(r["samples"], "bot_cpu")
+    load_peak = cores_peak(r["samples"], "load_cpu")
     lost = r["messages_acked_unanswered"]
     q = r["queueing"]
     met = q["n"] > 0 and q["p99"] <= 2.0 and lost == 0
@@ -58,6 +60,8 @@ def run(quick: bool) -> dict[str, Any]:
             "queueing_p99_s": 2.0,
             "measured_queueing_p99_s": q["p99"],
             "bot_cpu_cores_mean": round(bot_cores, 2),
+            "bot_cpu_cores_peak_2s": bot_peak,
+            "load_cpu_cores_peak_2s": load_peak,
             "acked_unanswered": lost,
             "met": met,
         },
@@ -88,10 +92,11 @@ def run(quick: bool) -> dict[str, Any]:
             "turns",
             "peak in flight",
             "cpu ms/turn",
-            "cpu cores (mean)",
+            "bot cores mean/peak",
             "peak RSS MiB",
             "ack p99 ms",
             "load cpu s",
+            "load cores peak",
             "answered after s",
         ],
         [
@@ -101,10 +106,11 @@ def run(quick: bool) -> dict[str, Any]:
                 r["turns"],
                 peak,
                 cpu_ms_per_turn(r),
-                round(bot_cores, 2),
+                f"{bot_cores:.2f}/{bot_peak}",
                 mib(r["bot_rss_peak_bytes_proc"]),
                 r["ack_latency"]["p99_ms"],
                 r["load_cpu_seconds_proc"],
+                load_peak,
                 r["answered_seconds"],
             ]
         ],

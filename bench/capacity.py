@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.campaign_load import ramp_rate
 from bench.common import mib, print_table, verdict, write_result
-from bench.realistic import cpu_ms_per_turn, in_flight_figure, run_schedule
+from bench.realistic import cores_peak, cpu_ms_per_turn, in_flight_figure, run_schedule
 
 BUFFER_SECONDS = 1.0
 WINDOW = 5
@@ -96,6 +96,8 @@ def run(quick: bool) -> dict[str, Any]:
     per_core = point["turns_per_second_per_core"]
     result = {
         "quick": quick,
+        "ramp_load_cores_peak_2s": cores_peak(ramp["samples"], "load_cpu"),
+        "overload_load_cores_peak_2s": cores_peak(overload["samples"], "load_cpu"),
         "ramp": ramp,
         "knee": point,
         "overload_rate": round(rate, 1),
@@ -119,7 +121,17 @@ def run(quick: bool) -> dict[str, Any]:
     write_result("capacity.quick" if quick else "capacity", result)
     print_table(
         "Capacity: the ramp's point",
-        ["read at", "t s", "offered/s", "turns/s", "bot cores", "turns/s/core", "503s", "shed"],
+        [
+            "read at",
+            "t s",
+            "offered/s",
+            "turns/s",
+            "bot cores",
+            "turns/s/core",
+            "503s",
+            "shed",
+            "load cores peak",
+        ],
         [
             [
                 point["source"],
@@ -130,6 +142,7 @@ def run(quick: bool) -> dict[str, Any]:
                 per_core,
                 ramp["attempt_statuses"].get("503", 0),
                 ramp["shed_total"],
+                result["ramp_load_cores_peak_2s"],
             ]
         ],
     )
@@ -147,7 +160,8 @@ def run(quick: bool) -> dict[str, Any]:
             "peak in flight",
             "cpu ms/turn",
             "peak RSS MiB",
-            "load cpu s",
+            "bot cores peak",
+            "load cores peak",
         ],
         [
             [
@@ -161,7 +175,8 @@ def run(quick: bool) -> dict[str, Any]:
                 peak,
                 cpu_ms_per_turn(overload),
                 mib(overload["bot_rss_peak_bytes_proc"]),
-                overload["load_cpu_seconds_proc"],
+                cores_peak(overload["samples"], "bot_cpu"),
+                cores_peak(overload["samples"], "load_cpu"),
             ]
         ],
     )

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from bench.common import print_table, verdict, write_result
-from bench.realistic import REALISTIC, cpu_ms_per_turn, run_schedule
+from bench.realistic import REALISTIC, cores_peak, cpu_ms_per_turn, run_schedule
 
 BUFFER_SECONDS = 3.0
 RPM = 600
@@ -81,6 +81,8 @@ def run(quick: bool) -> dict[str, Any]:
             "wait p99 s",
             "wait max s",
             "cpu ms/turn",
+            "bot cores peak",
+            "load cores peak",
             "all answered after s",
         ],
         [
@@ -97,6 +99,8 @@ def run(quick: bool) -> dict[str, Any]:
                 w["p99"],
                 w["max"],
                 cpu_ms_per_turn(r),
+                cores_peak(r["samples"], "bot_cpu"),
+                cores_peak(r["samples"], "load_cpu"),
                 r["answered_seconds"],
             ]
         ],

@@ -81,6 +81,20 @@ def in_flight_figure(result: dict[str, Any]) -> tuple[Any, str]:
     return result["fake_model_in_flight_peak"], "fake model calls in flight (no gauge)"
 
 
+def cores_peak(samples: list[dict[str, Any]], key: str, window: float = 2.0) -> float | None:
+    """The most CPU cores the process (``bot_cpu`` or ``load_cpu``) used over ``window`` s."""
+    best: float | None = None
+    start = 0
+    for end in range(len(samples)):
+        while samples[end]["t"] - samples[start]["t"] > window:
+            start += 1
+        span = samples[end]["t"] - samples[start]["t"]
+        if span >= window / 2:
+            cores = (samples[end][key] - samples[start][key]) / span
+            best = cores if best is None else max(best, cores)
+    return None if best is None else round(best, 2)
+
+
 def cpu_ms_per_turn(result: dict[str, Any]) -> float | None:
     turns = result.get("turns") or 0
     return round(result["bot_cpu_seconds_proc"] / turns * 1e3, 2) if turns else None

@@ -16,6 +16,7 @@ from bench.campaign_load import (
     steady_schedule,
 )
 from bench.capacity import knee
+from bench.realistic import cores_peak
 
 
 def test_a_campaign_brings_each_customer_one_to_three_messages_within_the_window() -> None:
@@ -91,3 +92,14 @@ def test_without_a_503_the_knee_is_the_busiest_five_seconds() -> None:
     point = knee(_ramp(None))
     assert point["source"].startswith("no 503")
     assert point["turns_per_second"] == 80.0
+
+
+def test_the_cpu_peak_is_the_busiest_window() -> None:
+    # 0.5 s samples: idle, then one core for 2 s, then half a core.
+    cpu, samples = 0.0, []
+    for n in range(20):
+        t = n / 2
+        samples.append({"t": t, "bot_cpu": cpu})
+        cpu += 0.5 if 2 <= t < 4 else 0.25 if t >= 4 else 0.0
+    assert cores_peak(samples, "bot_cpu") == 1.0
+    assert cores_peak(samples[:2], "bot_cpu") is None  # shorter than half a window
