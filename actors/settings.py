@@ -49,6 +49,15 @@ _STORE = {f.name: f.default for f in attrs.fields(StoreConfig)}
 TMP_DIR = Path("tmp/audio")
 
 
+#: What one customer with a turn waiting on the model costs in memory: actor, record, turn,
+#: request and connection (``bench.inflight``, bench/RESULTS.md "Turns in flight").
+TURN_IN_FLIGHT_BYTES = 100 * 1024
+#: The share of the soft memory limit the derived bound gives to turns in flight.
+TURN_MEMORY_SHARE = 0.25
+MIN_TURNS_IN_FLIGHT = 32
+DEFAULT_MEMORY_SOFT_MB = 1024.0
+
+
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message names the environment variable."""
 
@@ -477,8 +486,13 @@ class Settings:
     typing_delay_seconds: float = replies(1.0, "'typing…' shows only for turns longer than this")
     #: Turns running at once, process-wide, network waits included: past it turns wait. The
     #: bound protects memory (a turn waiting on the model holds its actor, its request and a
-    #: connection), not the CPU, which the turns only use between their waits.
-    max_concurrent_turns: int = runtime(32, "turns running at once, process-wide")
+    #: connection), not the CPU, which the turns only use between their waits; 0 derives it
+    #: from the memory limit (``turns_in_flight``).
+    max_concurrent_turns: int = runtime(
+        0,
+        "turns running at once, process-wide, network waits included (0: a quarter of "
+        "WABOT_MEMORY_SOFT_MB at 100 KiB a turn, 2621 at 1024 MB)",
+    )
     #: Past this many webhooks being read or journaled at once, webhooks get 503 at once.
     max_pending_webhooks: int = runtime(
         512, "webhooks read or journaled at once; past it webhooks get 503 with Retry-After"
@@ -488,7 +502,9 @@ class Settings:
         1.0, "webhooks get 503 while the event loop runs later than this (0: never)"
     )
     #: Connections per upstream client (Whapi, OpenAI).
-    http_pool_size: int = upstream(32, "connections per upstream client (Whapi, OpenAI)")
+    http_pool_size: int = upstream(
+        0, "connections per upstream client, Whapi and OpenAI (0: as many as turns in flight)"
+    )
     #: Idle connections kept open per upstream client. httpcore probes every idle connection
     #: (a poll syscall each) whenever a request starts or ends, so a full idle pool of 32 cost
     #: ~14 % of a turn's CPU; busier moments still open up to ``http_pool_size``.
@@ -732,6 +748,24 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def turns_in_flight(self) -> int:
+        """The bound on turns in flight: ``max_concurrent_turns``, or derived from memory.
+
+        A quarter of the soft memory limit (the rest is for idle actors, caches and the
+        process itself) divided by what one customer with a turn waiting on the model costs
+        (``TURN_IN_FLIGHT_BYTES``, measured by ``bench.inflight``).
+        """
+        if self.max_concurrent_turns:
+            return self.max_concurrent_turns
+        budget = (self.memory_soft_mb or DEFAULT_MEMORY_SOFT_MB) * 2**20 * TURN_MEMORY_SHARE
+        return max(MIN_TURNS_IN_FLIGHT, int(budget // TURN_IN_FLIGHT_BYTES))
+
+    @property
+    def pool_size(self) -> int:
+        """Connections per upstream client: ``http_pool_size``, or one per turn in flight."""
+        return self.http_pool_size or self.turns_in_flight
 
     @property
     def sandbox(self) -> bool:

@@ -140,7 +140,7 @@ async def open_user_deps(
         token=settings.whapi_token or "",
         timeout=settings.whapi_timeout_seconds,
         policy=retry(attempts=settings.whapi_max_attempts),
-        pool_size=settings.http_pool_size,
+        pool_size=settings.pool_size,
         keepalive_size=settings.http_keepalive_size,
         on_pool_wait=telemetry.pool_wait_seconds.labels("whapi").observe,
     )
@@ -155,7 +155,7 @@ async def open_user_deps(
         instructions=settings.instructions,
         timeout=settings.openai_timeout_seconds,
         policy=retry(attempts=settings.openai_max_attempts),
-        pool_size=settings.http_pool_size,
+        pool_size=settings.pool_size,
         keepalive_size=settings.http_keepalive_size,
         budget=budget,
         on_pool_wait=telemetry.pool_wait_seconds.labels("openai").observe,
@@ -187,10 +187,9 @@ async def open_user_deps(
             )
             nursery.start_soon(shelf.run, max(1.0, settings.audio_ttl_seconds / 4))
             await nursery.start(budget.run)
-            slots = trio.Semaphore(settings.max_concurrent_turns)
-            telemetry.turns_in_flight.set_function(
-                lambda: settings.max_concurrent_turns - slots.value
-            )
+            bound = settings.turns_in_flight
+            slots = trio.Semaphore(bound)
+            telemetry.turns_in_flight.set_function(lambda: bound - slots.value)
             telemetry.turns_waiting.set_function(lambda: slots.statistics().tasks_waiting)
             telemetry.budget_waiting.set_function(budget.waiting)
             telemetry.budget_oldest_wait.set_function(budget.oldest_wait)

@@ -30,7 +30,7 @@ from actors.runtime.telemetry import Telemetry
 from actors.settings import Settings
 from actors.voice.audio import check_audio_models_at_start
 from actors.wiring import open_user_deps
-from gateway import logs, tuning
+from gateway import limits, logs, tuning
 from gateway.gateway import Gateway
 from gateway.overload import Overload
 from gateway.parse import parse_message
@@ -167,6 +167,8 @@ class Service:
     async def _open_and_run(self, task_status: Any) -> None:
         settings = self.settings
         check_data_dir(settings.data_dir)
+        # Whapi's pool and OpenAI's: each turn in flight may hold one connection of each.
+        limits.raise_open_files(2 * settings.pool_size)
         problems = check_audio_models_at_start(settings, today=self.today)
         if problems:
             raise StartupError("; ".join(problems))
