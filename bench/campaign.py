@@ -43,7 +43,7 @@ def run(quick: bool) -> dict[str, Any]:
         schedule,
         buffer_seconds=BUFFER_SECONDS,
         wait_seconds=300 if quick else 900,
-        connections=256,
+        connections=1024,
     )
     peak, peak_source = in_flight_figure(r)
     elapsed = max(r["answered_seconds"], 1e-9)

@@ -13,9 +13,12 @@ A schedule is a list of `Message` (when, which customer, a unique ``ref<tag>`` i
   ``end_rate`` over ``seconds``;
 * ``steady``: one message from each new customer at ``rate`` for ``seconds``.
 
-Messages are sent open-loop at their times over keep-alive connections; an answer other than
-200 (or a socket error) is retried like Whapi retries webhooks, after a backoff of 1, 2, 4, …
-up to 30 s (±20 % jitter, seeded), at most ``max_attempts`` times. Every attempt's answer time
+Messages are sent open-loop at their times, each attempt in a task of its own over a keep-alive
+connection it takes or opens (so slow acks cannot hold later messages back), its latency taken
+from when it was due (at most ``connections`` at once; an attempt waiting for one counts that
+wait). An answer other than 200 (or a socket error) is retried like Whapi retries webhooks,
+after a backoff of 1, 2, 4, … up to 30 s (±20 % jitter, seeded), at most ``max_attempts``
+times. Every attempt's answer time
 is kept (the ack latency). A message is answered when a reply part the fake Whapi received
 names its tag (the fake model echoes the customer's text, so the reply to a turn names every
 message the turn covered). While the load runs a sampler reads wabot's ``/metrics``
@@ -202,77 +205,85 @@ class CustomersRun:
         self.first_shed_at: float | None = None
         self.stop_sending_at = math.inf
         self.start = 0.0
+        #: How late the generator itself sent a message (should stay near 0).
+        self.generator_lag_max = 0.0
         self._replies_seen = 0
 
     # -- sending -------------------------------------------------------------------------------
 
     async def send_all(self) -> None:
+        """Send every message at its time, each attempt in a task of its own (open loop).
+
+        A task takes an idle keep-alive connection or opens one (at most ``connections`` in
+        use; past it the attempt waits, and that wait is part of its latency): acks slower than
+        the arrival rate cannot hold the next messages back. Latency is measured from the time
+        an attempt was due (its schedule, or its retry's time), not from when it got sent.
+        """
         host, port = self.load.host_port(self.url)
         hostport = f"{host}:{port}"
-        queue_send, queue_receive = trio.open_memory_channel[int](math.inf)
         stop_after_shed = self.spec.get("stop_after_shed")
-        pending = len(self.sent)
+        limit = trio.Semaphore(int(self.spec.get("connections", 2048)))
+        idle: list[Conn] = []
+        pending = 0
+        scheduled_all = False
         done = trio.Event()
 
         def finish_one() -> None:
             nonlocal pending
             pending -= 1
-            if pending == 0:
+            if pending == 0 and scheduled_all:
                 done.set()
 
-        async def retry_later(index: int, attempt: int) -> None:
-            delay = min(MAX_BACKOFF_SECONDS, 2.0 ** (attempt - 1)) * self.rng.uniform(0.8, 1.2)
-            await trio.sleep(delay)
-            queue_send.send_nowait(index)
+        async def attempt(index: int, due: float, nursery: trio.Nursery) -> None:
+            item = self.sent[index]
+            raw = build_request(
+                "POST", hostport, "/hook", self.load.webhook_body(item.message, text_of)
+            )
+            async with limit:
+                conn = idle.pop() if idle else Conn(host, port)
+                try:
+                    status, _ = await conn.request(raw)
+                except HTTPError:
+                    status = 0
+                idle.append(conn)
+            answered = trio.current_time()
+            item.attempts.append(Attempt(due, status, answered - due))
+            if status == 200:
+                item.acked_at = answered
+                finish_one()
+                return
+            if status == 503 and self.first_shed_at is None:
+                self.first_shed_at = due
+                if stop_after_shed is not None:
+                    self.stop_sending_at = due + float(stop_after_shed)
+            if len(item.attempts) >= self.max_attempts:
+                finish_one()
+                return
+            backoff = 2.0 ** (len(item.attempts) - 1)
+            await trio.sleep(min(MAX_BACKOFF_SECONDS, backoff) * self.rng.uniform(0.8, 1.2))
+            nursery.start_soon(attempt, index, trio.current_time(), nursery)
 
-        async def worker(nursery: trio.Nursery) -> None:
-            conn = Conn(host, port)
-            try:
-                async for index in queue_receive:
-                    item = self.sent[index]
-                    raw = build_request(
-                        "POST", hostport, "/hook", self.load.webhook_body(item.message, text_of)
-                    )
-                    due = trio.current_time()
-                    try:
-                        status, _ = await conn.request(raw)
-                    except HTTPError:
-                        status = 0
-                    answered = trio.current_time()
-                    item.attempts.append(Attempt(due, status, answered - due))
-                    if status == 200:
-                        item.acked_at = answered
-                        finish_one()
-                        continue
-                    if status == 503 and self.first_shed_at is None:
-                        self.first_shed_at = due
-                        if stop_after_shed is not None:
-                            self.stop_sending_at = due + float(stop_after_shed)
-                    if len(item.attempts) >= self.max_attempts:
-                        finish_one()
-                    else:
-                        nursery.start_soon(retry_later, index, len(item.attempts))
-            finally:
+        try:
+            async with trio.open_nursery() as nursery:
+                self.start = trio.current_time() + 0.1
+                for index, item in enumerate(self.sent):
+                    due = self.start + item.message.at
+                    if due > self.stop_sending_at:
+                        del self.sent[index:]  # never sent: these messages leave the run
+                        break
+                    await trio.sleep_until(due)
+                    lag = trio.current_time() - due
+                    self.generator_lag_max = max(self.generator_lag_max, lag)
+                    pending += 1
+                    nursery.start_soon(attempt, index, due, nursery)
+                scheduled_all = True
+                if pending:
+                    with trio.move_on_after(float(self.spec.get("send_deadline", 300))):
+                        await done.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            for conn in idle:
                 await conn.aclose()
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(int(self.spec.get("connections", 256))):
-                nursery.start_soon(worker, nursery)
-            self.start = trio.current_time() + 0.1
-            for index, item in enumerate(self.sent):
-                due = self.start + item.message.at
-                if due > self.stop_sending_at:
-                    # Not sent at all: these messages leave the run.
-                    pending -= len(self.sent) - index
-                    del self.sent[index:]
-                    if pending <= 0:
-                        done.set()
-                    break
-                await trio.sleep_until(due)
-                queue_send.send_nowait(index)
-            with trio.move_on_after(float(self.spec.get("send_deadline", 300))):
-                await done.wait()
-            nursery.cancel_scope.cancel()
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -414,6 +425,7 @@ class CustomersRun:
             "answered_seconds": round(answered_seconds, 2),
             "attempt_statuses": statuses,
             "retried_messages": sum(1 for s in self.sent if len(s.attempts) > 1),
+            "generator_lag_max_ms": round(self.generator_lag_max * 1e3, 1),
             "ack_latency": latency_summary([a.seconds for a in attempts]),
             "ack_latency_first_attempt": latency_summary(
                 [s.attempts[0].seconds for s in self.sent if s.attempts]

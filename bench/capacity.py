@@ -74,7 +74,7 @@ def run(quick: bool) -> dict[str, Any]:
         wait_seconds=300,
         stop_after_shed=3.0,
         max_attempts=8,
-        connections=512,
+        connections=1024,
         seed=23,
     )
     point = knee(ramp)
@@ -87,7 +87,7 @@ def run(quick: bool) -> dict[str, Any]:
         buffer_seconds=BUFFER_SECONDS,
         wait_seconds=600,
         max_attempts=10,
-        connections=1024,
+        connections=2048,
         send_deadline=overload_seconds + 400,
         seed=24,
     )

@@ -49,7 +49,7 @@ def run(quick: bool) -> dict[str, Any]:
         buffer_seconds=BUFFER_SECONDS,
         wait_seconds=600 if quick else 900,
         bot_settings={"openai_requests_per_minute": RPM},
-        connections=256,
+        connections=1024,
     )
     q, w = r["queueing"], r["wait"]
 
