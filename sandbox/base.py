@@ -29,6 +29,8 @@ from sandbox.multipart import FilePart, parse_multipart
 JSON_CONTENT_TYPE = "application/json"
 CONTROL_PREFIX = "/__fake__/"
 MAX_BODY_BYTES = 64 * 1024 * 1024
+#: The fakes' listen queue (the kernel caps it at ``net.core.somaxconn``).
+LISTEN_BACKLOG = 4096
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -568,6 +570,10 @@ class FakeServer:
         config.loglevel = "WARNING"
         config.graceful_timeout = 0.5
         config.keep_alive_timeout = 30
+        # A client opening thousands of connections at once (a bot with thousands of turns in
+        # flight) must not overflow the listen queue: hypercorn's default of 100 made the
+        # kernel drop SYNs, each retried a second or more later, time counted as the client's.
+        config.backlog = LISTEN_BACKLOG
         try:
             async with trio.open_nursery() as nursery:
                 binds = await nursery.start(
