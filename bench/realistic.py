@@ -51,7 +51,8 @@ def run_schedule(
             with RssSampler(bot.pid) as rss:
                 result = loadgen.call(
                     "customers",
-                    wait_seconds + 120,
+                    # Sending (at most 300 s of schedule), its acks, then the answers.
+                    300 + float(spec.get("send_deadline", 300)) + wait_seconds + 60,
                     url=url,
                     bot_pid=bot.pid,
                     schedule=schedule,
