@@ -13,12 +13,12 @@ A schedule is a list of `Message` (when, which customer, a unique ``ref<tag>`` i
   ``end_rate`` over ``seconds``;
 * ``steady``: one message from each new customer at ``rate`` for ``seconds``.
 
-Messages are sent open-loop at their times, each attempt in a task of its own over a keep-alive
-connection it takes or opens (so slow acks cannot hold later messages back), its latency taken
-from when it was due (at most ``connections`` at once; an attempt waiting for one counts that
-wait). An answer other than 200 (or a socket error) is retried like Whapi retries webhooks,
-after a backoff of 1, 2, 4, … up to 30 s (±20 % jitter, seeded), at most ``max_attempts``
-times. Every attempt's answer time
+Messages are sent open-loop at their times, each attempt in a task of its own over one of
+``connections`` keep-alive connections opened before the start (an attempt waiting for a free
+one counts that wait), its latency taken from when it was due, so slow acks cannot hold later
+messages back unseen. An answer other than 200 (or a socket error) is retried like Whapi
+retries webhooks, after a backoff of 1, 2, 4, … up to 30 s (±20 % jitter, seeded), at most
+``max_attempts`` times. Every attempt's answer time
 is kept (the ack latency). A message is answered when a reply part the fake Whapi received
 names its tag (the fake model echoes the customer's text, so the reply to a turn names every
 message the turn covered). While the load runs a sampler reads wabot's ``/metrics``
@@ -214,16 +214,24 @@ class CustomersRun:
     async def send_all(self) -> None:
         """Send every message at its time, each attempt in a task of its own (open loop).
 
-        A task takes an idle keep-alive connection or opens one (at most ``connections`` in
-        use; past it the attempt waits, and that wait is part of its latency): acks slower than
-        the arrival rate cannot hold the next messages back. Latency is measured from the time
-        an attempt was due (its schedule, or its retry's time), not from when it got sent.
+        ``connections`` keep-alive connections are opened before the start (a few at a time)
+        and shared: an attempt takes a free one, or waits for one, and that wait is part of
+        its latency, measured from the time the attempt was due (its schedule, or its retry's
+        time), not from when it got sent. Opening a connection per attempt instead flooded the
+        bot's listen queue once acks slowed (SYNs dropped and retried for minutes: a client's
+        artefact, not what Whapi does).
         """
         host, port = self.load.host_port(self.url)
         hostport = f"{host}:{port}"
         stop_after_shed = self.spec.get("stop_after_shed")
-        limit = trio.Semaphore(int(self.spec.get("connections", 2048)))
-        idle: list[Conn] = []
+        free_send, free_receive = trio.open_memory_channel[Conn](math.inf)
+        conns = [Conn(host, port) for _ in range(int(self.spec.get("connections", 256)))]
+        for batch in range(0, len(conns), 32):
+            async with trio.open_nursery() as opening:
+                for conn in conns[batch : batch + 32]:
+                    opening.start_soon(conn._ensure)
+        for conn in conns:
+            free_send.send_nowait(conn)
         pending = 0
         scheduled_all = False
         done = trio.Event()
@@ -239,13 +247,13 @@ class CustomersRun:
             raw = build_request(
                 "POST", hostport, "/hook", self.load.webhook_body(item.message, text_of)
             )
-            async with limit:
-                conn = idle.pop() if idle else Conn(host, port)
-                try:
-                    status, _ = await conn.request(raw)
-                except HTTPError:
-                    status = 0
-                idle.append(conn)
+            conn = await free_receive.receive()
+            try:
+                status, _ = await conn.request(raw)
+            except HTTPError:
+                status = 0
+            finally:
+                free_send.send_nowait(conn)
             answered = trio.current_time()
             item.attempts.append(Attempt(due, status, answered - due))
             if status == 200:
@@ -282,7 +290,7 @@ class CustomersRun:
                         await done.wait()
                 nursery.cancel_scope.cancel()
         finally:
-            for conn in idle:
+            for conn in conns:
                 await conn.aclose()
 
     # -- watching ------------------------------------------------------------------------------
@@ -298,9 +306,11 @@ class CustomersRun:
         every = float(self.spec.get("sample_seconds", 0.5))
         cpu0 = cpu_seconds(self.bot_pid)
         own0 = time.process_time()
+        host, port = self.load.host_port(self.url)
+        conn = Conn(host, port)  # one kept-alive connection: no connect behind the load's
         while not stop.is_set():
             try:
-                metrics = await self.load.metrics(self.url)
+                metrics = await self.load.metrics(self.url, conn)
             except HTTPError:
                 metrics = {}
             self.collect_replies()
@@ -321,6 +331,7 @@ class CustomersRun:
             )
             with trio.move_on_after(every):
                 await stop.wait()
+        await conn.aclose()
 
     async def wait_answered(self, timeout: float) -> None:
         acked = {s.message.tag for s in self.sent if s.acked_at is not None}

@@ -87,7 +87,7 @@ def run(quick: bool) -> dict[str, Any]:
         buffer_seconds=BUFFER_SECONDS,
         wait_seconds=600,
         max_attempts=10,
-        connections=2048,
+        connections=1024,
         send_deadline=overload_seconds + 400,
         seed=24,
     )

@@ -279,14 +279,16 @@ class LoadProcess:
         """The webhook of a ``bench.campaign_load.Message``."""
         return text_webhook(message.user, text_of(message))[1]
 
-    async def metrics(self, url: str) -> dict[str, float]:
-        """Scrape the bot's /metrics into {name{labels}: value}."""
+    async def metrics(self, url: str, conn: Conn | None = None) -> dict[str, float]:
+        """Scrape the bot's /metrics into {name{labels}: value} (over ``conn`` if given)."""
         host, port, _ = _split(url)
-        conn = Conn(host, port)
+        own = conn is None
+        conn = conn or Conn(host, port)
         try:
             status, body = await conn.request(build_request("GET", f"{host}:{port}", "/metrics"))
         finally:
-            await conn.aclose()
+            if own:
+                await conn.aclose()
         out: dict[str, float] = {}
         if status != 200:
             return out
