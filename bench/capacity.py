@@ -6,8 +6,8 @@ otherwise. Phase 1 (ramp): one message from each new customer at a rate rising l
 answers overload with 503 + ``Retry-After`` and counts it in ``wabot_webhooks_shed_total``).
 At that point: the offered rate, turns completed per second over the 5 s before it, the bot's
 CPU use over those 5 s (cores, from ``/proc``) and turns per second per core = turns/s ÷ cores
-used (target ≥ 100). Without any 503 the point is the 5 s with the most turns completed, and the
-result says so.
+used (target ≥ 100); beside it the whole ramp's turns per CPU-second of the bot. Without any
+503 the point is the 5 s with the most turns completed, and the result says so.
 
 Phase 2: a fresh wabot at three times that rate for 30 s (quick 10 s), every non-200 retried as
 Whapi would (backoff 1, 2, 4 … 30 s with jitter, up to 10 attempts): ack latency p99 over every
@@ -94,8 +94,11 @@ def run(quick: bool) -> dict[str, Any]:
     lost = overload["messages_acked_unanswered"]
     ack_p99 = overload["ack_latency"]["p99_ms"]
     per_core = point["turns_per_second_per_core"]
+    ramp_ms = cpu_ms_per_turn(ramp)
     result = {
         "quick": quick,
+        # The whole ramp's figure beside the point's: turns one fully used core would do.
+        "ramp_turns_per_cpu_second": round(1000 / ramp_ms, 1) if ramp_ms else None,
         "ramp_load_cores_peak_2s": cores_peak(ramp["samples"], "load_cpu"),
         "overload_load_cores_peak_2s": cores_peak(overload["samples"], "load_cpu"),
         "ramp": ramp,
@@ -131,6 +134,7 @@ def run(quick: bool) -> dict[str, Any]:
             "503s",
             "shed",
             "load cores peak",
+            "ramp turns/cpu-s",
         ],
         [
             [
@@ -143,6 +147,7 @@ def run(quick: bool) -> dict[str, Any]:
                 ramp["attempt_statuses"].get("503", 0),
                 ramp["shed_total"],
                 result["ramp_load_cores_peak_2s"],
+                result["ramp_turns_per_cpu_second"],
             ]
         ],
     )
