@@ -33,7 +33,6 @@ time.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import re
@@ -491,6 +490,4 @@ class CustomersRun:
 
 async def run_customers(load: Any, spec: dict[str, Any]) -> dict[str, Any]:
     """The ``customers`` command of ``bench.loadgen``."""
-    with contextlib.suppress(KeyError):
-        spec.pop("event")
     return await CustomersRun(load, spec).run()
