@@ -353,6 +353,14 @@ class Settings:
     max_buffered_chars: int = buffering(
         8000, "characters buffered per customer; the excess is dropped (flood)"
     )
+    supersede: bool = buffering(
+        True,
+        "messages sent while a turn thinks, before any part of its reply went out: its answer "
+        "is dropped (and taken back from the conversation) and one turn answers them all",
+    )
+    supersede_max: int = buffering(
+        2, "times one turn may give way like that; past it, later messages get the next turn"
+    )
 
     # Actor runtime.
     idle_seconds: float = runtime(

@@ -6,8 +6,8 @@ registry (with ``check_availability`` and its Beds24 client when ``BEDS24_*`` cr
 set), the validator (the booking one first with ``BEDS24_CHECK_ANSWERS``), the audio shelf and
 the vector stores of the business's documents (``StoreIds``) from the settings, runs the
 sweepers of temporary media, and closes every client on the way out (shielded, so a cancelled
-shutdown still releases
-its connections). Retries are logged by ``upstream.retry`` alone (stamina's own hooks are off).
+shutdown still releases its connections). Retries are logged by ``upstream.retry`` alone
+(stamina's own hooks are off).
 """
 
 from __future__ import annotations

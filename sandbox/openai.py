@@ -1,10 +1,11 @@
 """FakeOpenAI: a loopback OpenAI API (Responses, Conversations, audio) for tests and benchmarks.
 
 It speaks enough of the real API for the official ``openai`` SDK: conversations and their
-items, ``POST /v1/responses`` (answers come from a pluggable `Responder`, by default
-`default_responder`, which also calls ``check_availability``; one response in flight
-per conversation, else 400 ``conversation_locked``; input and output items are appended to the
-conversation only after completion), transcriptions (multipart) and speech (binary audio),
+items (created, listed and deleted one by one), ``POST /v1/responses`` (answers come from a
+pluggable `Responder`, by default `default_responder`, which also calls
+``check_availability``; one response in flight per conversation, else 400
+``conversation_locked``; input and output items are appended to the conversation only after
+completion), transcriptions (multipart) and speech (binary audio),
 the Realtime API's websocket on the same port (``fake.realtime``, see ``sandbox.realtime``),
 and files, vector stores and a deterministic ``file_search`` (``fake.knowledge``, see
 ``sandbox.openai_knowledge``): a request whose ``file_search`` tool finds a document's
@@ -378,6 +379,7 @@ class FakeOpenAI(FakeServer):
         "openai_conversations_create",
         "openai_conversations_update",
         "openai_conversation_items_create",
+        "openai_conversation_items_delete",
         "openai_audio_speech",
         "openai_audio_transcriptions",
         "openai_files_create",
@@ -639,6 +641,13 @@ class FakeOpenAI(FakeServer):
             ),
             route("GET", "/v1/conversations/{cid}/items", self._list_items, body="none"),
             route(
+                "DELETE",
+                "/v1/conversations/{cid}/items/{item_id}",
+                self._delete_item,
+                body="none",
+                query_schema="openai_conversation_items_delete",
+            ),
+            route(
                 "POST",
                 "/v1/audio/transcriptions",
                 self._transcribe,
@@ -699,6 +708,20 @@ class FakeOpenAI(FakeServer):
         conv.items.extend(created)
         self._changed.set()
         return json_response(200, self._item_list(created))
+
+    async def _delete_item(self, request: Request, fault: FaultRule | None) -> Response:
+        """``DELETE /conversations/{cid}/items/{item_id}``: the conversation object, as the API
+        answers; 404 for an unknown conversation or item."""
+        conv = self._conversations.get(request.params["cid"])
+        if conv is None:
+            return self._not_found("Conversation", request.params["cid"])
+        item_id = request.params["item_id"]
+        for index, item in enumerate(conv.items):
+            if item.get("id") == item_id:
+                del conv.items[index]
+                self._changed.set()
+                return json_response(200, conv.to_json())
+        return self._not_found("Item", item_id)
 
     async def _list_items(self, request: Request, fault: FaultRule | None) -> Response:
         conv = self._conversations.get(request.params["cid"])

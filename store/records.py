@@ -68,7 +68,9 @@ class PendingTurn:
     A process that dies between the two leaves it in the record; the next one resumes the
     turn instead of asking again: it looks in ``conversation_id`` for ``input_text`` with an
     answer after it, and sends only the reply parts the chat does not show since
-    ``started_at``.
+    ``started_at``. A turn that gives way to the customer's later messages stores it again
+    before it asks anew, naming all its messages and their joined input (the abandoned ask
+    was deleted from the conversation first), so a crash resumes the ask that superseded.
     """
 
     turn_id: str

@@ -344,7 +344,8 @@ async def exercise_openai(fake: FakeOpenAI) -> None:
                 },
             ],
         )
-        await c.conversations.items.list(conv.id, limit=20, order="asc")
+        listed = await c.conversations.items.list(conv.id, limit=20, order="asc")
+        await c.conversations.items.delete(listed.data[0].id, conversation_id=conv.id)
         tool = {
             "type": "function",
             "name": "check_availability",

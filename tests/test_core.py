@@ -98,15 +98,18 @@ async def test_typing_alone_delays_the_answer(tmp_path: Path) -> None:
 
 
 async def test_message_mid_turn_is_answered_in_a_second_turn(tmp_path: Path) -> None:
-    async with open_fakes() as fakes, open_bot(fakes, make_settings(fakes, tmp_path)) as bot:
-        fakes.openai.faults.delay("/v1/responses", 0.6, times=1)
-        await bot.post(payloads.webhook([payloads.text_message(USER, "primera")]))
-        await wait_until(lambda: len(responses_calls(fakes)) == 1)
-        await bot.post(payloads.webhook([payloads.text_message(USER, "segunda")]))
-        await fakes.whapi.wait_sent(2, to=CHAT)
-        calls = responses_calls(fakes)
-        assert [input_text(c) for c in calls] == ["primera", "segunda"]
-        assert fakes.openai.max_concurrent_per_conversation == 1
+    """With ``WABOT_SUPERSEDE`` off (on, one turn answers both: tests/test_supersede.py)."""
+    async with open_fakes() as fakes:
+        settings = make_settings(fakes, tmp_path, supersede=False)
+        async with open_bot(fakes, settings) as bot:
+            fakes.openai.faults.delay("/v1/responses", 0.6, times=1)
+            await bot.post(payloads.webhook([payloads.text_message(USER, "primera")]))
+            await wait_until(lambda: len(responses_calls(fakes)) == 1)
+            await bot.post(payloads.webhook([payloads.text_message(USER, "segunda")]))
+            await fakes.whapi.wait_sent(2, to=CHAT)
+            calls = responses_calls(fakes)
+            assert [input_text(c) for c in calls] == ["primera", "segunda"]
+            assert fakes.openai.max_concurrent_per_conversation == 1
 
 
 async def test_fifty_users_get_fifty_conversations(tmp_path: Path) -> None:

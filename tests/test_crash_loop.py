@@ -82,6 +82,7 @@ async def test_crash_loop_is_capped_parked_and_isolated(tmp_path: Path) -> None:
             # it lasts. (Judged by when things happened, not by what is seen at one moment: a
             # test process starved for the whole park on a loaded machine sees it over.)
             [gave_up] = AlwaysCrash.give_ups
+            park = settings.park_seconds
             assert len([r for r in AlwaysCrash.runs if r <= gave_up]) == settings.restart_limit + 1
             if trio.current_time() < gave_up + settings.park_seconds:
                 assert cell.phase == "parked"
@@ -97,7 +98,9 @@ async def test_crash_loop_is_capped_parked_and_isolated(tmp_path: Path) -> None:
                 body = payloads.webhook([payloads.text_message(POISONED, f"otra vez {n}")])
                 assert (await bot.post(body)).status_code == 200
                 slowest = max(slowest, trio.current_time() - start)
-            assert slowest < 0.5, f"a webhook for a parked user took {slowest:.2f}s"
+            # Not held by the full mailbox: a blocked delivery would wait its whole timeout.
+            blocked = bot.service.gateway.delivery_timeout
+            assert slowest < blocked / 2, f"a webhook for a parked user took {slowest:.2f}s"
             assert cell.mailbox_depth <= settings.mailbox_size
 
             # Everyone else is answered as usual, during the park too.
@@ -106,7 +109,8 @@ async def test_crash_loop_is_capped_parked_and_isolated(tmp_path: Path) -> None:
             late = f"5730057{0:05d}"
             await bot.post(payloads.webhook([payloads.text_message(late, "hola")]))
             await fakes.whapi.wait_sent(1, to=late, timeout=10)
-            assert len(fakes.whapi.sent_to(CHAT)) == 1, "exactly one fallback while parked"
+            parked_sends = [m for m in fakes.whapi.sent_to(CHAT) if m.at < gave_up + park]
+            assert len(parked_sends) == 1, "exactly one fallback while parked"
 
             # After the park the actor runs again and crashes again on the waiting messages:
             # capped again, one more fallback for the new burst, still nobody else affected.

@@ -226,3 +226,34 @@ async def test_list_items_gives_the_newest_items_oldest_first() -> None:
     roles = [i.get("role") for i in items if i.get("type") == "message"]
     assert roles[-4:] == ["user", "assistant", "user", "assistant"], items
     assert last_two == items[-2:]
+
+
+async def test_a_retry_that_cannot_look_at_the_conversation_does_not_ask_again() -> None:
+    """Found by the chaos crash test: after an ambiguous failure the recovery's look at the
+    conversation timed out, the retry asked anyway, and the input sat in the conversation
+    twice. Now a failed look is a failed attempt; the next attempt looks again."""
+    async with open_fakes() as fakes:
+        client = _client(fakes.openai_url, attempts=3)
+        try:
+            conversation = await client.create_conversation("573001112233")
+            # The first call completes on the server but its answer is lost (ambiguous), and
+            # the first look at the conversation fails too.
+            fakes.openai.faults.add(r"/responses$", status=500, after_processing=True, times=1)
+            fakes.openai.faults.add(r"/items$", method="GET", status=500, times=1)
+            reply = await client.respond(
+                conversation_id=conversation,
+                input_items=[
+                    {
+                        "type": "message",
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": "¿hay sitio el sábado?"}],
+                    }
+                ],
+                user_id="573001112233",
+            )
+        finally:
+            await client.aclose()
+        assert reply.recovered, "the answer already in the conversation is the result"
+        items = fakes.openai.conversations[conversation]
+        users = [i for i in items if i.get("role") == "user"]
+        assert len(users) == 1, "the input reached the model once"

@@ -114,6 +114,33 @@ async def test_conversation_crud_and_items(client: openai.AsyncOpenAI) -> None:
         await client.responses.create(model=MODEL, input="x", conversation=conv.id)
 
 
+async def test_conversation_item_delete(
+    client: openai.AsyncOpenAI, raw: httpx.AsyncClient, fake_openai: FakeOpenAI
+) -> None:
+    """DELETE /conversations/{id}/items/{item_id}: the item is gone, the conversation object is
+    the answer; an unknown item or conversation is a 404 and a query parameter is unknown."""
+    conv = await client.conversations.create()
+    await client.responses.create(model=MODEL, input="hola", conversation=conv.id)
+    question, answer = fake_openai.conversations[conv.id]
+    deleted = await client.conversations.items.delete(question["id"], conversation_id=conv.id)
+    assert deleted.id == conv.id and deleted.object == "conversation"
+    assert fake_openai.conversations[conv.id] == [answer]
+    with pytest.raises(openai.NotFoundError):
+        await client.conversations.items.delete(question["id"], conversation_id=conv.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.conversations.items.delete(answer["id"], conversation_id="conv_nope")
+    reply = await raw.delete(f"/conversations/{conv.id}/items/{answer['id']}?include=x")
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["code"] == "unknown_parameter"
+    assert fake_openai.conversations[conv.id] == [answer]
+    assert [c.valid for c in fake_openai.calls_to("/items/", method="DELETE")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
 async def test_conversation_limits(raw: httpx.AsyncClient) -> None:
     many = [{"role": "user", "content": str(i)} for i in range(21)]
     assert (await raw.post("/conversations", json={"items": many})).status_code == 400

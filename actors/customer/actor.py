@@ -13,6 +13,10 @@ characters) are waiting. A buffer that fills while a turn runs keeps further tex
 it into its last entry up to the character cap, and drops the rest under the documented
 ``flood`` rule (marked done in the inbox, counted).
 
+Unless the turn gives way to them (``WABOT_SUPERSEDE``, the rule in
+``buffering.may_supersede``): while nothing of its reply went out, the turn takes the messages
+that came meanwhile (``take_superseding``) and answers them together with its own, once.
+
 Every message the actor has not answered is also pending in the store's durable inbox; on
 activation (first message, restart after a crash, process restart) the actor reloads them, so
 nothing acknowledged is lost. Ids already buffered or answered are ignored (deduplication).
@@ -31,7 +35,16 @@ import attrs
 import cachetools
 import trio
 
-from actors.customer.buffering import Added, Buffer, Timings, due_at, timings_of
+from actors.customer.buffering import (
+    Added,
+    Buffer,
+    Timings,
+    due_at,
+    fitting,
+    has_reset,
+    may_supersede,
+    timings_of,
+)
 from actors.customer.deps import UserDeps
 from actors.customer.events import AgentMessage, Control, InboundMessage, Presence
 from actors.customer.turn import TurnRunner, TurnState, session_expired
@@ -194,6 +207,7 @@ class UserActor:
                 "elapsed_seconds": round(now - self.turn.started_at, 3),
                 "messages": len(self.turn.message_ids),
                 "resumed": self.turn.resume is not None,
+                "superseded": self.turn.superseded,
                 "waiting_for_budget_since": _iso_or_none(self.turn.waiting_since),
             }
         if include_text:
@@ -558,6 +572,7 @@ class UserActor:
             "cited": list(turn.cited),
             "parts_sent": turn.parts_sent,
             "resumed": turn.resume is not None,
+            "superseded": turn.superseded,
         }
         if turn.parts_sent or turn.voice_sent:
             self.last_reply = {
@@ -568,7 +583,7 @@ class UserActor:
         level = logging.INFO if outcome in {"replied", "cancelled"} else logging.WARNING
         log.log(
             level,
-            "user %s: turn %s %s in %.2f s (model %.2f s, tools: %s, parts sent: %d%s%s)%s",
+            "user %s: turn %s %s in %.2f s (model %.2f s, tools: %s, parts sent: %d%s%s%s)%s",
             self.key,
             turn.turn_id,
             outcome,
@@ -578,6 +593,7 @@ class UserActor:
             turn.parts_sent,
             ", voice" if turn.voice_sent else "",
             f", cited: {', '.join(turn.cited)}" if turn.cited else "",
+            f", superseded {turn.superseded}x" if turn.superseded else "",
             f": {error}" if error else "",
         )
 
@@ -696,6 +712,50 @@ class UserActor:
         )
         log.info("user %s: conversation reset", self.key)
         return self.record
+
+    def may_supersede(self, turn: TurnState) -> bool:
+        """Whether ``turn`` gives way to the messages buffered since it started."""
+        return may_supersede(
+            self.buffer,
+            self.timings,
+            superseded=turn.superseded,
+            committed=turn.committed,
+            resumed=turn.resume is not None,
+            reset_keywords=self._reset_keywords,
+            taken_messages=len(turn.message_ids),
+            taken_chars=turn.input_chars,
+        )
+
+    def supersede_due(self, turn: TurnState) -> float:
+        """When the messages ``turn`` gives way to are due: as a buffer would be, no turn
+        running, and at once when no more would fit beside the turn's own (``inf`` once none
+        is waiting)."""
+        if self.buffer.messages and self._fitting(turn) < len(self.buffer):
+            return -math.inf
+        return due_at(self.buffer, self.timings, typing_at=self.typing_at)
+
+    def take_superseding(self, turn: TurnState) -> list[InboundMessage]:
+        """The buffered messages that fit beside ``turn``'s own, now its own (settled with it),
+        and one more give-way counted; none when a reset keyword is waiting, which stays for
+        the next turn with whatever did not fit."""
+        turn.superseded += 1
+        if has_reset(self.buffer, self._reset_keywords):
+            return []
+        batch, ids = self.buffer.take_first(self._fitting(turn))
+        turn.message_ids.extend(ids)
+        return batch
+
+    def _fitting(self, turn: TurnState) -> int:
+        return fitting(
+            self.buffer,
+            self.timings,
+            taken_messages=len(turn.message_ids),
+            taken_chars=turn.input_chars,
+        )
+
+    @property
+    def _reset_keywords(self) -> frozenset[str]:
+        return frozenset(k.lower() for k in self.settings.reset_keywords)
 
     def remember_sent(self, message_id: str) -> None:
         self._sent_ids[message_id] = None

@@ -14,6 +14,14 @@ The rules, in order:
   note, else ``buffer_seconds``), pushed back while the customer is typing or recording
   (``typing_seconds`` after the latest presence), but never past ``max_wait_seconds`` after
   the first message; and not before ``retry_at`` when a store outage put the last attempt off.
+
+And the rule of when a running turn gives way (``may_supersede``): messages that arrived while
+it thinks supersede it, so that one turn answers them all, while ``supersede`` is on, nothing
+of its reply has gone out and no tool has run (``committed``), it is no turn resumed after a
+restart, it gave way fewer than ``supersede_max`` times, no waiting message is a reset
+keyword (a reset is a turn of its own), and a waiting message fits beside the turn's own under
+``max_buffered`` and ``max_buffered_chars`` (``fitting``: one model call's input stays within
+the caps of one buffer; what does not fit waits for the next turn).
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ class Timings:
     max_wait_seconds: float
     max_buffered: int
     max_buffered_chars: int
+    supersede: bool = True
+    supersede_max: int = 2
 
 
 @functools.lru_cache(maxsize=8)
@@ -113,6 +123,12 @@ class Buffer:
             self.last_voice = self.messages[-1].is_voice
         return batch, taken
 
+    def take_first(self, count: int) -> tuple[list[InboundMessage], list[str]]:
+        """Remove and return the ``count`` oldest entries (all of them: the whole batch)."""
+        if count >= len(self.messages):
+            return self.take()
+        return self.take({m.message_id for m in self.messages[:count]})
+
     def put_back(self, batch: list[InboundMessage], ids: list[str], now: float) -> None:
         """Return a batch that could not be answered in front of what arrived since."""
         later, later_ids = self.messages, self.ids
@@ -152,3 +168,50 @@ def due_at(
     if retry_at is not None:
         due = max(due, retry_at)
     return due
+
+
+def may_supersede(
+    buffer: Buffer,
+    timings: Timings,
+    *,
+    superseded: int,
+    committed: bool,
+    resumed: bool = False,
+    reset_keywords: frozenset[str] = frozenset(),
+    taken_messages: int = 0,
+    taken_chars: int = 0,
+) -> bool:
+    """Whether a running turn gives way to one that also answers the messages in ``buffer``.
+
+    ``superseded``: how many times the turn gave way already. ``committed``: a part of its
+    reply started going out, or a tool ran (a tool's effect, such as a handoff, cannot be
+    taken back). ``resumed``: the turn resumes one a dead process left unfinished (its input
+    may already be answered on OpenAI; it is finished as it was). ``reset_keywords``: in
+    lower case; a waiting reset is left for the next turn. ``taken_messages`` and
+    ``taken_chars``: the turn's own messages and input (see ``fitting``).
+    """
+    if not timings.supersede or not buffer.messages or committed or resumed:
+        return False
+    if superseded >= timings.supersede_max:
+        return False
+    if fitting(buffer, timings, taken_messages=taken_messages, taken_chars=taken_chars) == 0:
+        return False
+    return not has_reset(buffer, reset_keywords)
+
+
+def fitting(buffer: Buffer, timings: Timings, *, taken_messages: int, taken_chars: int) -> int:
+    """How many of the oldest buffered messages fit beside a turn's own ``taken_messages``
+    messages and ``taken_chars`` characters of input, under the caps of one buffer (each
+    joined with a newline)."""
+    count, chars = 0, taken_chars
+    for message in buffer.messages:
+        chars += len(message.text) + 1
+        if taken_messages + count + 1 > timings.max_buffered or chars > timings.max_buffered_chars:
+            break
+        count += 1
+    return count
+
+
+def has_reset(buffer: Buffer, reset_keywords: frozenset[str]) -> bool:
+    """Whether a buffered message is a reset keyword (``reset_keywords`` in lower case)."""
+    return any(m.text.strip().lower() in reset_keywords for m in buffer.messages)

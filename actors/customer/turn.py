@@ -14,12 +14,19 @@ as a voice note when it suits speech, else as text parts paced with ``typing_tim
 The conversation lock of the actor is held from the first model call to the last, so what a
 human agent writes meanwhile is added to the conversation before or after the turn, never
 during it (OpenAI answers ``conversation_locked`` to concurrent writes).
+
+When the customer writes again while the turn thinks (``WABOT_SUPERSEDE``), before any part of
+its reply went out and before any tool ran, the turn gives way (``TurnRunner._superseded``;
+the rule is ``buffering.may_supersede``): its answer is never sent and is taken back from the
+conversation, and the same turn asks again with the earlier messages and the new ones, at
+most ``WABOT_SUPERSEDE_MAX`` times; its stored intent then names them all.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -79,6 +86,12 @@ class TurnState:
     interim_sent: bool = False
     #: Since when its model call waits for the rate-limit budget (None: it does not).
     waiting_since: datetime | None = None
+    #: Times it gave way to the customer's later messages (``WABOT_SUPERSEDE``).
+    superseded: int = 0
+    #: Its reply started going out, or a tool ran: it no longer gives way.
+    committed: bool = False
+    #: The length of its input's text (what a give-way adds to must fit the buffer's caps).
+    input_chars: int = 0
 
 
 class TurnHost(Protocol):
@@ -120,6 +133,12 @@ class TurnHost(Protocol):
     def remember_sent(self, message_id: str) -> None: ...
 
     async def pause_for_handoff(self) -> None: ...
+
+    def may_supersede(self, turn: TurnState) -> bool: ...
+
+    def supersede_due(self, turn: TurnState) -> float: ...
+
+    def take_superseding(self, turn: TurnState) -> list[InboundMessage]: ...
 
 
 @attrs.frozen
@@ -163,10 +182,12 @@ class TurnRunner:
                 prepared = attrs.evolve(prepared, text=self.turn.resume.input_text)
             async with actor.conversation_lock:
                 answer = await self.converse(record, prepared)
-            self.turn.stage = "replying"
+            self.turn.stage, self.turn.committed = "replying", True
             text = to_whatsapp(answer.text)
             if not text:
                 raise ModelError("the model returned an empty answer")
+            # The last message may be a later one, if the turn gave way to it.
+            voice_reply = settings.voice_replies and self.last.is_voice
             if not (voice_reply and await self.send_voice(text)):
                 await self.send_text(text)
             indicator.cancel_scope.cancel()
@@ -175,7 +196,7 @@ class TurnRunner:
         # Stored with the marks that settle this turn's messages, in one write (the actor's
         # ``_settle``). Should that write fail, the customer has the answer all the same: the
         # actor keeps this view, and its next successful save carries it.
-        actor.update_record(last_activity=now, last_turn_at=now, user_name=last.user_name)
+        actor.update_record(last_activity=now, last_turn_at=now, user_name=self.last.user_name)
 
     def _after_reset(self, record: UserRecord) -> list[InboundMessage] | None:
         """The messages after the last reset keyword; None when the batch was only a reset."""
@@ -231,6 +252,22 @@ class TurnRunner:
     # -- the model -----------------------------------------------------------------------------
 
     async def converse(self, record: UserRecord, prepared: PreparedInput) -> Answer:
+        """The answer: ask, run the tools, validate; and ask again, with everything, each time
+        the turn gives way to the customer's later messages (``_superseded``)."""
+        while True:
+            self.turn.input_chars = len(prepared.text)
+            conversation_id, reply = await self._ask(record, prepared)
+            more = await self._superseded(conversation_id, prepared)
+            if more is None:
+                answer = await self._tool_loop(conversation_id, reply)
+                answer = await self._validated(conversation_id, answer)
+                more = await self._superseded(conversation_id, prepared)
+                if more is None:
+                    return answer
+            prepared = more
+
+    async def _ask(self, record: UserRecord, prepared: PreparedInput) -> tuple[str, ModelReply]:
+        """The turn's first model call, on its conversation (a lost one is replaced)."""
         actor, resume = self.actor, self.turn.resume
         current = actor.record or record
         if resume is not None and current.conversation_id == resume.conversation_id:
@@ -255,8 +292,63 @@ class TurnRunner:
             items = await self._input(prepared, fresh=True, lost=True)
             await self._store_intent(conversation_id, prepared.text)
             reply = await self._respond(conversation_id, items)
-        answer = await self._tool_loop(conversation_id, reply)
-        return await self._validated(conversation_id, answer)
+        return conversation_id, reply
+
+    async def _superseded(
+        self, conversation_id: str, prepared: PreparedInput
+    ) -> PreparedInput | None:
+        """The input of the ask that supersedes this one, when the customer wrote meanwhile.
+
+        The response of the abandoned ask is not cancelled on OpenAI: ``responses.cancel``
+        works only for responses created with ``background=true``, and a foreground one runs
+        to completion on OpenAI's side whatever the client does, holding the conversation
+        (``conversation_locked``) until then, so a newer ask could not start sooner anyway.
+        Instead the turn lets it finish, never sends its output, and takes it back from the
+        conversation (``ModelClient.discard_turn``: its input and all after it deleted), so
+        the conversation says only what the customer saw. Then, once the new messages are
+        due as a buffer would be (the quiet window after the latest), the turn takes them
+        and asks with the earlier messages and the new ones together; ``_store_intent`` makes
+        that the stored intent before the call, so a crash resumes this ask, not the first.
+
+        None (the turn goes on with its answer) when the rule says no, or when the
+        conversation keeps the answer (a delete failed): that answer is then the one given,
+        it goes out, and the new messages get the next turn as without supersede.
+        """
+        actor, turn, telemetry = self.actor, self.turn, self.deps.telemetry
+        if not actor.may_supersede(turn):
+            return None
+        if not await self.deps.model.discard_turn(conversation_id, prepared.text):
+            turn.committed = True  # the conversation has this answer: it is the one given
+            telemetry.supersedes.labels("kept").inc()
+            log.warning("the customer wrote meanwhile, but the answer stays in the conversation")
+            return None
+        await self._quiet_window()
+        batch = actor.take_superseding(turn)
+        telemetry.supersedes.labels("done").inc()
+        log.info(
+            "turn gives way to %d later message(s) (%d of at most %d); one answer for all",
+            len(batch),
+            turn.superseded,
+            self.settings.supersede_max,
+        )
+        if not batch:
+            return prepared  # a reset keyword came meanwhile: it is the next turn's
+        self.batch = [*self.batch, *batch]
+        self.last = batch[-1]
+        more = await self.prepare(batch)
+        return PreparedInput(
+            f"{prepared.text}\n{more.text}",
+            (*prepared.image_urls, *more.image_urls),
+            prepared.had_voice or more.had_voice,
+        )
+
+    async def _quiet_window(self) -> None:
+        """Wait until the messages that supersede the turn are due, as a buffer would be."""
+        while True:
+            due, now = self.actor.supersede_due(self.turn), trio.current_time()
+            if math.isinf(due) or due <= now:
+                return
+            await trio.sleep(min(due - now, QUIET_POLL_SECONDS))
 
     async def _store_intent(self, conversation_id: str, text: str) -> None:
         """Make the turn's intent durable before its model call (``PendingTurn``).
@@ -368,6 +460,8 @@ class TurnRunner:
             pause=actor.pause_for_handoff,
         )
         rounds = 0
+        if reply.calls:
+            self.turn.committed = True  # a tool's effect cannot be taken back
         while reply.calls:
             rounds += 1
             last_round = rounds >= settings.tool_rounds
@@ -509,6 +603,9 @@ class TurnRunner:
         self.actor.remember_sent(found)
         return True
 
+
+#: How often a superseded turn looks again whether the customer's new messages are due.
+QUIET_POLL_SECONDS = 0.25
 
 #: Whapi stamps messages in whole seconds by its own clock: look a little before the intent.
 HISTORY_SLACK_SECONDS = 2

@@ -2,9 +2,9 @@
 
 Counters that already live on their owners (gateway, supervisor, store) are read at scrape
 time by ``gateway.metrics``; this module holds what must be observed as it happens: turn
-outcomes and latencies, model latency, sends, tool calls, speech latency and the voice replies
-that fell back to text. One ``Telemetry`` per service (no global default registry), so two
-services in one test process never mix their numbers.
+outcomes and latencies, supersedes, model latency, sends, tool calls, speech latency and the
+voice replies that fell back to text. One ``Telemetry`` per service (no global default
+registry), so two services in one test process never mix their numbers.
 """
 
 from __future__ import annotations
@@ -52,6 +52,13 @@ class Telemetry:
         self.conversations_lost = Counter(
             "wabot_conversations_lost",
             "Stored conversations OpenAI no longer knew, replaced by a fresh one",
+            registry=r,
+        )
+        self.supersedes = Counter(
+            "wabot_supersedes",
+            "Turns that gave way to the customer's later messages, one turn answering them all "
+            "(done), or could not take their answer back from the conversation and sent it (kept)",
+            ["result"],
             registry=r,
         )
         self.flood_dropped = Counter(

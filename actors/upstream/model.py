@@ -1,20 +1,26 @@
 """OpenAI wrapper: one Conversations API conversation per user, turns on the Responses API.
 
 Every call goes through the SDK's typed resources (``conversations.create``,
-``conversations.items.create``/``list``, ``responses.create``) and fails with the SDK's error
-classes. ``retryable`` is OpenAI's one rule of which failures get another attempt (429, 5xx,
-``conversation_locked``, timeouts, dropped connections; with the server's ``Retry-After``);
-``voice.audio`` uses it too. The last failure becomes a ``ModelError`` (``ConversationNotFound``
-for a 404 of the conversation), with the SDK's error as its cause.
+``conversations.items.create``/``list``/``delete``, ``responses.create``) and fails with the
+SDK's error classes. ``retryable`` is OpenAI's one rule of which failures get another attempt
+(429, 5xx, ``conversation_locked``, timeouts, dropped connections; with the server's
+``Retry-After``); ``voice.audio`` uses it too. The last failure becomes a ``ModelError``
+(``ConversationNotFound`` for a 404 of the conversation), with the SDK's error as its cause.
 
 The SDK's own retries are off (``max_retries=0``): it sends no idempotency key, so an automatic
 retry of a ``responses.create`` that succeeded server-side would append the turn twice. Our
 retry is safe instead: after an ambiguous failure (timeout, 5xx, dropped connection,
 ``conversation_locked``) it first reads the conversation's newest items, and if our input is
-already there with an answer after it, that answer is the result. A ``conversation_locked``
+already there with an answer after it, that answer is the result; when it cannot read them,
+that attempt fails and the next one looks again (it never asks without having looked). A
+``conversation_locked``
 right after an ambiguous failure means our abandoned request is probably still running on
 OpenAI's side: the retry then waits for it (bounded by one more client timeout, without using
 up an attempt) and recovers its answer, instead of failing the turn or running it twice.
+
+A turn superseded by the customer's later messages (``actors.customer.turn``) is taken back
+with ``discard_turn``: its input and everything answered after it are deleted from the
+conversation, so the conversation says only what the customer saw.
 
 Every answer OpenAI gives (an httpx ``response`` event hook on the SDK's client) tells the
 rate-limit budget what OpenAI counts (its ``x-ratelimit-*`` headers), and a 429 holds the whole
@@ -147,6 +153,8 @@ def model_error(exc: BaseException) -> ModelError:
 
 #: What a call's last failure can be: an SDK error, or our deadline on an attempt.
 FAILURES = (openai.OpenAIError, trio.TooSlowError)
+#: How many of a conversation's newest items ``discard_turn`` looks through for the turn.
+DISCARD_LOOKBACK = 50
 #: How long a 429 without ``Retry-After`` holds the budget.
 RATE_LIMIT_HOLD_SECONDS = 1.0
 
@@ -243,6 +251,62 @@ class ModelClient:
             raise model_error(exc) from exc
         return [item.model_dump() for item in reversed(page.data)]
 
+    async def discard_turn(self, conversation_id: str, input_text: str) -> bool:
+        """Take an abandoned turn back: delete its user input and every item after it.
+
+        For a turn whose response completed (so its input and output were appended to the
+        conversation) but whose answer the customer will never see. We hold the conversation
+        (the actor's lock), so the turn's input is the newest user message and what follows
+        it is the turn's own output (answer, function calls, a validator's note). That input
+        is found as ``_recover`` finds one: the newest user message, if its text is
+        ``input_text``. Deleted oldest first, the input first: should a later delete fail,
+        what is left is an answer without its question, never a question that a repeat of
+        the turn would put in the conversation twice.
+
+        True when the input is gone from the conversation (the caller may ask again with it);
+        False when it is still there (not found where it should be, or its delete failed), and
+        the caller must treat the turn's answer as the one given.
+        """
+        try:
+            newest = await self.list_items(conversation_id, limit=DISCARD_LOOKBACK)
+        except ModelError as exc:
+            log.warning("could not read the conversation to take a turn back: %s", exc)
+            return False
+        start = None
+        for index in range(len(newest) - 1, -1, -1):
+            item = newest[index]
+            if item.get("type") == "message" and item.get("role") == "user":
+                if _content_text(item.get("content")) == input_text:
+                    start = index
+                break
+        if start is None:
+            log.warning("the turn to take back is not the newest in its conversation; kept")
+            return False
+        for position, item in enumerate(newest[start:]):
+            try:
+                await self._delete_item(conversation_id, str(item.get("id")))
+            except ModelError as exc:
+                if position == 0:
+                    log.warning("could not take the turn's input back: %s", exc)
+                    return False
+                log.warning("an item of a taken-back turn stays in the conversation: %s", exc)
+        return True
+
+    async def _delete_item(self, conversation_id: str, item_id: str) -> None:
+        """Delete one item (retried; one already gone, or in a conversation gone, counts as
+        deleted: a retry after a lost answer finds it so)."""
+        what = "conversations.items.delete"
+        try:
+            async for attempt in self._policy.retrying(retryable, what=what):
+                with attempt, trio.fail_after(self._timeout):
+                    await self._client.conversations.items.delete(
+                        item_id, conversation_id=conversation_id
+                    )
+        except openai.NotFoundError:
+            return
+        except FAILURES as exc:
+            raise model_error(exc) from exc
+
     async def respond(
         self,
         *,
@@ -308,7 +372,11 @@ class ModelClient:
     async def _recover(
         self, conversation_id: str, input_items: list[dict[str, Any]]
     ) -> ModelReply | None:
-        """If a previous attempt did complete server-side, return its answer."""
+        """If a previous attempt did complete server-side, return its answer.
+
+        A failure to look raises (and uses up an attempt): not knowing whether the input is
+        already in the conversation is no reason to send it again.
+        """
         wanted = _first_text(input_items)
         if wanted is None:
             return None
@@ -319,7 +387,7 @@ class ModelClient:
                 )
         except FAILURES as exc:
             log.warning("could not inspect conversation after an ambiguous failure: %r", exc)
-            return None
+            raise
         newer: list[dict[str, Any]] = []
         for item in page.data:
             data = item.model_dump()
