@@ -21,7 +21,8 @@ retries webhooks, after a backoff of 1, 2, 4, … up to 30 s (±20 % jitter, see
 ``max_attempts`` times. Every attempt's answer time
 is kept (the ack latency). A message is answered when a reply part the fake Whapi received
 names its tag (the fake model echoes the customer's text, so the reply to a turn names every
-message the turn covered). While the load runs a sampler reads wabot's ``/metrics``
+message the turn covered), or by a later reply part naming none (wabot's fallback notice when
+a turn fails). While the load runs a sampler reads wabot's ``/metrics``
 (``wabot_turns_in_flight``, ``wabot_webhooks_shed_total``, …), the bot's CPU time from
 ``/proc`` and the fake model's calls in flight.
 
@@ -200,6 +201,8 @@ class CustomersRun:
         self.messages = SCHEDULES[self.schedule_spec["kind"]](self.schedule_spec, base)
         self.sent = [Sent(m) for m in self.messages]
         self.answered: dict[int, float] = {}
+        #: Reply parts naming no message (fallbacks), per customer: when they arrived.
+        self.untagged: dict[str, list[float]] = {}
         self.samples: list[dict[str, float | None]] = []
         self.first_shed_at: float | None = None
         self.stop_sending_at = math.inf
@@ -296,10 +299,22 @@ class CustomersRun:
 
     def collect_replies(self) -> None:
         replies = self.whapi.replies
-        for arrived, _user, body in replies[self._replies_seen :]:
-            for match in TAG.finditer(body):
-                self.answered.setdefault(int(match.group(1)), arrived)
+        for arrived, user, body in replies[self._replies_seen :]:
+            tags = TAG.findall(body)
+            for tag in tags:
+                self.answered.setdefault(int(tag), arrived)
+            if not tags:  # a fallback or error notice: it answers what the customer had sent
+                self.untagged.setdefault(user, []).append(arrived)
         self._replies_seen = len(replies)
+
+    def reply_for(self, item: Sent) -> float | None:
+        """When the message was answered: a reply naming it, else a later untagged reply."""
+        named = self.answered.get(item.message.tag)
+        if named is not None or item.acked_at is None:
+            return named
+        sent_at = self.start + item.message.at
+        later = [t for t in self.untagged.get(item.message.user, ()) if t >= sent_at]
+        return min(later) if later else None
 
     async def sample(self, stop: trio.Event) -> None:
         every = float(self.spec.get("sample_seconds", 0.5))
@@ -333,12 +348,11 @@ class CustomersRun:
         await conn.aclose()
 
     async def wait_answered(self, timeout: float) -> None:
-        acked = {s.message.tag for s in self.sent if s.acked_at is not None}
+        waiting = [s for s in self.sent if s.acked_at is not None]
         with trio.move_on_after(timeout):
-            while True:
+            while waiting:
                 self.collect_replies()
-                if acked <= self.answered.keys():
-                    return
+                waiting = [s for s in waiting if self.reply_for(s) is None]
                 await trio.sleep(0.25)
 
     async def run(self) -> dict[str, Any]:
@@ -396,13 +410,11 @@ class CustomersRun:
         queueing: list[float] = []
         model: list[float] = []
         unanswered_acked = [
-            s.message.tag
-            for s in self.sent
-            if s.acked_at is not None and s.message.tag not in self.answered
+            s.message.tag for s in self.sent if s.acked_at is not None and self.reply_for(s) is None
         ]
         customers_acked = {s.message.user for s in self.sent if s.acked_at is not None}
         for user, item in last.items():
-            reply = self.answered.get(item.message.tag)
+            reply = self.reply_for(item)
             if item.acked_at is None or reply is None:
                 continue
             sent_at = self.start + item.message.at
@@ -426,6 +438,7 @@ class CustomersRun:
             "messages_sent": len(self.sent),
             "messages_acked": acked_messages,
             "messages_acked_unanswered": len(unanswered_acked),
+            "untagged_replies": sum(len(v) for v in self.untagged.values()),
             "customers": len(last),
             "customers_acked": len(customers_acked),
             "customers_answered": len(waits),
