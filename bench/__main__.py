@@ -2,7 +2,9 @@
 
 Runs ingest, memory, overhead, store, drain, soak and speech in turn (each prints its table and
 writes ``bench/results/<name>.json``); one failing benchmark is reported and the others
-still run. Dirty data is flushed to disk (``sync``) before each benchmark starts.
+still run. The benchmarks against fakes with real latency (issue 22: ``campaign``,
+``capacity``, ``ratebudget``; minutes each, ``--quick`` ones too) run only when named with
+``--only``. Dirty data is flushed to disk (``sync``) before each benchmark starts.
 ``--quick`` (``make bench``) finishes in about three minutes with reduced sizes that each
 benchmark states; ``--full`` (``make bench-full``) takes about 35 minutes.
 """
@@ -19,7 +21,18 @@ from typing import Any
 
 import trio
 
-from bench import drain, ingest, memory, overhead, soak, speech, store_bench
+from bench import (
+    campaign,
+    capacity,
+    drain,
+    ingest,
+    memory,
+    overhead,
+    ratebudget,
+    soak,
+    speech,
+    store_bench,
+)
 from bench.common import machine
 
 
@@ -35,7 +48,12 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "drain": drain.run,
     "soak": soak.run,
     "speech": speech.run,
+    "campaign": campaign.run,
+    "capacity": capacity.run,
+    "ratebudget": ratebudget.run,
 }
+#: Run only when named (``--only``): the realistic-latency benchmarks.
+ON_REQUEST = frozenset({"campaign", "capacity", "ratebudget"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args(argv)
     quick = not args.full
-    names = args.only or list(BENCHMARKS)
+    names = args.only or [name for name in BENCHMARKS if name not in ON_REQUEST]
     info = machine()
     print(
         f"wabot benchmarks ({'quick' if quick else 'full'}): {info['nproc']} CPUs, {info['cpu']}, "

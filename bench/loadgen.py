@@ -12,8 +12,10 @@ spent inside the fakes. ``TimedWhapi``/``TimedOpenAI`` add what the base fakes d
 when each reply arrived and how long each user's OpenAI calls took, both taken at the fakes'
 sockets (``bench.wiretime``), and replies per user.
 
-Commands: ``openloop``, ``closed``, ``turns``, ``round``, ``flood``, ``soak``, ``replies``,
-``metrics``, ``reset``, ``quit``. Every loop is bounded in count and time.
+Commands: ``openloop``, ``closed``, ``turns``, ``round``, ``flood``, ``soak``, ``customers``
+(``bench.campaign_load``), ``replies``, ``metrics``, ``realism`` (the fakes' latencies and rate
+limits, ``sandbox.realism``; zero latency until asked), ``reset``, ``quit``. Every loop is
+bounded in count and time.
 
 The commands that make load run on a frozen heap (``_quiet_collector``): this process keeps
 what the fakes record (calls, conversations) across commands, and a full collection walking all
@@ -39,7 +41,7 @@ import attrs
 import trio
 
 from actors.upstream.model import safety_identifier
-from bench import wiretime
+from bench import campaign_load, wiretime
 from bench.httpload import (
     Conn,
     HTTPError,
@@ -50,6 +52,7 @@ from bench.httpload import (
 )
 from sandbox.base import Request, Response
 from sandbox.openai import FakeOpenAI
+from sandbox.realism import Realism
 from sandbox.whapi import FakeWhapi
 
 WHAPI_TOKEN = "bench-whapi-token"
@@ -137,7 +140,8 @@ class TimedWhapi(_WireStamped, FakeWhapi):
 
     Arrived = when the request's last bytes reached the socket (kernel time, ``bench.wiretime``);
     ``last_reply_read_at`` keeps when its first byte was read and ``last_reply_handled_at`` when
-    its handler started, for comparison.
+    its handler started, for comparison. ``replies`` keeps (arrived, to, body) of each text
+    reply for the ``customers`` command (cleared by it).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -147,6 +151,7 @@ class TimedWhapi(_WireStamped, FakeWhapi):
         self.last_reply_read_at: dict[str, float] = {}
         self.last_reply_handled_at: dict[str, float] = {}
         self.total_replies = 0
+        self.replies: list[tuple[float, str, str]] = []
         self._waiters: dict[str, trio.Event] = {}
         self.changed = trio.Event()
 
@@ -162,6 +167,8 @@ class TimedWhapi(_WireStamped, FakeWhapi):
             self.last_reply_read_at[to] = read
             self.last_reply_handled_at[to] = handled
             self.total_replies += 1
+            body = (request.json or {}).get("body")
+            self.replies.append((self.last_reply_at[to], to, str(body)))
             waiter = self._waiters.pop(to, None)
             if waiter is not None:
                 waiter.set()
@@ -262,14 +269,26 @@ class LoadProcess:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    async def metrics(self, url: str) -> dict[str, float]:
-        """Scrape the bot's /metrics into {name{labels}: value}."""
+    @staticmethod
+    def host_port(url: str) -> tuple[str, int]:
         host, port, _ = _split(url)
-        conn = Conn(host, port)
+        return host, port
+
+    @staticmethod
+    def webhook_body(message: Any, text_of: Callable[[Any], str]) -> bytes:
+        """The webhook of a ``bench.campaign_load.Message``."""
+        return text_webhook(message.user, text_of(message))[1]
+
+    async def metrics(self, url: str, conn: Conn | None = None) -> dict[str, float]:
+        """Scrape the bot's /metrics into {name{labels}: value} (over ``conn`` if given)."""
+        host, port, _ = _split(url)
+        own = conn is None
+        conn = conn or Conn(host, port)
         try:
             status, body = await conn.request(build_request("GET", f"{host}:{port}", "/metrics"))
         finally:
-            await conn.aclose()
+            if own:
+                await conn.aclose()
         out: dict[str, float] = {}
         if status != 200:
             return out
@@ -637,6 +656,22 @@ class LoadProcess:
         self.whapi.echo = bool(spec.get("echo", False))
         return {"ok": True}
 
+    async def cmd_customers(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Customers' messages on a schedule, with retries; per-customer waits (campaign_load)."""
+        return await campaign_load.run_customers(self, spec)
+
+    async def cmd_realism(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Set the fakes' latencies and the fake OpenAI account's limits (``Realism`` JSON)."""
+        realism = Realism.from_json(spec)
+        for name, value in realism.openai_kwargs().items():
+            if name == "seed":
+                self.openai.rng = random.Random(value)
+            else:
+                setattr(self.openai, name, value)
+        self.whapi.send_latency = realism.send_latency
+        self.whapi.rng = random.Random(realism.whapi_kwargs()["seed"])
+        return {"realism": realism.to_json(), "stats": self.openai.model_stats()}
+
     async def cmd_metrics(self, spec: dict[str, Any]) -> dict[str, Any]:
         return {"metrics": await self.metrics(spec["url"])}
 
@@ -644,7 +679,7 @@ class LoadProcess:
 async def _serve() -> None:
     wiretime.install()
     whapi = TimedWhapi(WHAPI_TOKEN, echo=False, max_calls=20_000)
-    openai = TimedOpenAI(OPENAI_KEY, max_calls=20_000, max_responses=2_000)
+    openai = TimedOpenAI(OPENAI_KEY, max_calls=20_000, max_responses=2_000, max_model_calls=200_000)
     process = LoadProcess(whapi, openai)
     async with trio.open_nursery() as nursery:
         whapi_url = await nursery.start(whapi.serve)
@@ -678,7 +713,7 @@ async def _serve() -> None:
 
 
 #: The commands that generate load (and measure it); the others are quick look-ups.
-LOAD_COMMANDS = frozenset({"openloop", "closed", "turns", "round", "flood", "soak"})
+LOAD_COMMANDS = frozenset({"openloop", "closed", "turns", "round", "flood", "soak", "customers"})
 
 
 @contextlib.contextmanager

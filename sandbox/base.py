@@ -29,6 +29,8 @@ from sandbox.multipart import FilePart, parse_multipart
 JSON_CONTENT_TYPE = "application/json"
 CONTROL_PREFIX = "/__fake__/"
 MAX_BODY_BYTES = 64 * 1024 * 1024
+#: The fakes' listen queue (the kernel caps it at ``net.core.somaxconn``).
+LISTEN_BACKLOG = 4096
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -61,6 +63,8 @@ class Call:
     valid: bool = True
     error: str | None = None
     at: float = 0.0
+    #: Seconds of latency the fake added on purpose (``sandbox.realism``), 0 when none.
+    injected_latency: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (for the control API)."""
@@ -80,6 +84,8 @@ class Request:
     json: Any = None
     form: dict[str, Any] | None = None
     files: dict[str, FilePart] = attrs.field(factory=dict)
+    #: The recorded call of this request (set by `FakeServer.handle`).
+    call: Call | None = None
 
 
 @attrs.define
@@ -420,6 +426,7 @@ class FakeServer:
             at=trio.current_time(),
         )
         self._calls.append(call)
+        request.call = call
         response = await self._handle_recorded(request, call)
         call.status = response.status
         return response
@@ -563,6 +570,10 @@ class FakeServer:
         config.loglevel = "WARNING"
         config.graceful_timeout = 0.5
         config.keep_alive_timeout = 30
+        # A client opening thousands of connections at once (a bot with thousands of turns in
+        # flight) must not overflow the listen queue: hypercorn's default of 100 made the
+        # kernel drop SYNs, each retried a second or more later, time counted as the client's.
+        config.backlog = LISTEN_BACKLOG
         try:
             async with trio.open_nursery() as nursery:
                 binds = await nursery.start(

@@ -11,6 +11,16 @@ and files, vector stores and a deterministic ``file_search`` (``fake.knowledge``
 ``sandbox.openai_knowledge``): a request whose ``file_search`` tool finds a document's
 sentence gets a ``file_search_call`` item, and the default responder quotes the sentence.
 
+Realism (``sandbox.realism``, off by default): ``latency`` delays every ``responses.create``
+by a draw from a seeded lognormal (a ``trio.sleep`` in the handler, so other requests go on),
+recorded per call in `model_calls` (`ModelCall.latency`) and on the recorded `Call`
+(``injected_latency``); ``rate_limits`` is the account's requests/tokens per minute: every
+response then carries OpenAI's ``x-ratelimit-*`` headers, a ``responses.create`` past a limit
+is answered 429 ``rate_limit_exceeded`` (type ``requests`` or ``tokens``) with ``retry-after``
+and ``retry-after-ms``, and the tokens a call counts (its request body at four characters a
+token, plus its reply's) are the ``usage`` it reports. ``GET /__fake__/model`` returns both
+(``stats`` and the recent `model_calls`).
+
 Given a ``state_file``, it keeps its conversations, files and vector stores there (loaded at
 construction, written a moment after each change and when it stops), so a sandbox restarted
 on the same data directory still knows the conversations its customers' records name and the
@@ -24,6 +34,7 @@ import inspect
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import time
@@ -38,6 +49,8 @@ import trio
 from sandbox.base import BoundedDict, FakeServer, Request, Response, Route, json_response, route
 from sandbox.faults import FaultRule, Faults
 from sandbox.openai_knowledge import Hit, KnowledgeBase
+from sandbox.realism import Lognormal, RateLimiter, Refusal
+from sandbox.realism import estimate_tokens as estimate_body_tokens
 from sandbox.realtime import FakeRealtime
 
 DEFAULT_TRANSCRIPT = "transcripción de prueba"
@@ -233,6 +246,28 @@ class Conversation:
 
 
 @attrs.define
+class ModelCall:
+    """One ``responses.create`` the fake admitted or refused, with the latency it injected.
+
+    ``who`` is the request's ``safety_identifier`` (or ``metadata.user``); times are trio's
+    clock: ``started`` when the handler took the call, ``finished`` when its answer was ready.
+    """
+
+    started: float
+    who: str | None
+    latency: float = 0.0
+    finished: float = 0.0
+    status: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: ``requests`` or ``tokens`` when the call was refused with a 429 by the rate limits.
+    refused: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.define
 class StoredResponse:
     """A completed response, kept for ``previous_response_id`` chains and ``GET``."""
 
@@ -364,6 +399,10 @@ class FakeOpenAI(FakeServer):
         max_items_per_conversation: int = 1000,
         max_responses: int = 10_000,
         state_file: Path | None = None,
+        latency: Lognormal | None = None,
+        rate_limits: RateLimiter | None = None,
+        seed: int = 0,
+        max_model_calls: int | None = None,
         index_seconds: float = 0.0,
         index_fail_pattern: str | None = None,
     ) -> None:
@@ -376,6 +415,16 @@ class FakeOpenAI(FakeServer):
             on_change=lambda: self._changed.set(),
         )
         super().__init__(api_key, faults=faults, max_calls=max_calls)
+        #: Latency of ``responses.create`` (None: none); settable while serving.
+        self.latency = latency
+        #: The account's rate limits (None: unlimited, no headers); settable while serving.
+        self.rate_limits = rate_limits
+        self.rng = random.Random(seed)
+        #: ``responses.create`` calls, oldest first (at most ``max_model_calls``, default
+        #: ``max_calls``).
+        self.model_calls: deque[ModelCall] = deque(maxlen=max_model_calls or max_calls)
+        self.model_in_flight = 0
+        self.model_in_flight_peak = 0
         self.api_key = api_key
         self.responder: Responder = responder or default_responder
         self.max_items_per_conversation = max_items_per_conversation
@@ -475,6 +524,54 @@ class FakeOpenAI(FakeServer):
         """Write the conversations one last time."""
         if self.state_file is not None:
             self.save_state()
+
+    # ----------------------------------------------------------------- realism
+    async def handle(self, request: Request) -> Response:
+        """Every answer carries the account's ``x-ratelimit-*`` headers when it has limits."""
+        response = await super().handle(request)
+        if self.rate_limits is not None:
+            response.headers.update(self.rate_limits.headers())
+        return response
+
+    def model_stats(self) -> dict[str, Any]:
+        """Counts for benchmarks: calls, 429s by limit, tokens, model calls in flight."""
+        limits = self.rate_limits.stats() if self.rate_limits is not None else None
+        return {
+            "responses_created": self.responses_created,
+            "model_calls": len(self.model_calls),
+            "in_flight": self.model_in_flight,
+            "in_flight_peak": self.model_in_flight_peak,
+            "rate_limited": sum(limits["refused"].values()) if limits else 0,
+            "rate_limits": limits,
+            "latency": self.latency.to_json() if self.latency is not None else None,
+        }
+
+    def _rate_limited(self, refusal: Refusal, model: str) -> Response:
+        """OpenAI's 429 for a spent limit, with ``retry-after`` and ``retry-after-ms``."""
+        unit = "requests per min (RPM)" if refusal.kind == "requests" else "tokens per min (TPM)"
+        wait_ms = max(1, round(refusal.retry_after * 1000))
+        message = (
+            f"Rate limit reached for {model} in organization org-sandbox on {unit}: "
+            f"Limit {int(refusal.limit)}, Used {round(refusal.used)}, Requested "
+            f"{int(refusal.requested)}. Please try again in {wait_ms}ms. Visit "
+            "https://platform.openai.com/account/rate-limits to learn more."
+        )
+        headers = {
+            "retry-after": str(max(1, round(refusal.retry_after + 0.4999))),
+            "retry-after-ms": str(wait_ms),
+        }
+        return json_response(
+            429,
+            {
+                "error": {
+                    "message": message,
+                    "type": refusal.kind,
+                    "param": None,
+                    "code": "rate_limit_exceeded",
+                }
+            },
+            headers,
+        )
 
     # ----------------------------------------------------------------- server plumbing
     def error_response(
@@ -684,6 +781,43 @@ class FakeOpenAI(FakeServer):
                     param=unsupported,
                     code="unsupported_by_fake",
                 )
+        record = ModelCall(started=trio.current_time(), who=_who(body))
+        self.model_calls.append(record)
+        input_tokens = estimate_body_tokens(len(request.body))
+        record.input_tokens = input_tokens
+        if self.rate_limits is not None:
+            refusal = self.rate_limits.admit(input_tokens)
+            if refusal is not None:
+                record.refused = refusal.kind
+                record.status = 429
+                record.finished = record.started
+                return self._rate_limited(refusal, str(body.get("model")))
+        self.model_in_flight += 1
+        self.model_in_flight_peak = max(self.model_in_flight_peak, self.model_in_flight)
+        try:
+            response = await self._respond(request, fault, record)
+        finally:
+            self.model_in_flight -= 1
+        record.status = response.status
+        record.finished = trio.current_time()
+        return response
+
+    async def _think(self, request: Request, record: ModelCall) -> None:
+        """The model's own latency: a draw from ``latency``, slept (other requests go on)."""
+        if self.latency is None:
+            return
+        delay = self.latency.sample(self.rng)
+        record.latency = delay
+        if request.call is not None:
+            request.call.injected_latency = delay
+        await trio.sleep(delay)
+
+    async def _respond(
+        self, request: Request, fault: FaultRule | None, record: ModelCall
+    ) -> Response:
+        body: dict[str, Any] = request.json
+        conv_param = body.get("conversation")
+        previous = body.get("previous_response_id")
         prior: list[dict[str, Any]] = []
         conv: Conversation | None = None
         if conv_param is not None:
@@ -713,7 +847,8 @@ class FakeOpenAI(FakeServer):
             early = await self.pre_fault(fault)
             if early is not None:
                 return early
-            real = await self._complete(body, None, prior, input_items)
+            await self._think(request, record)
+            real = await self._complete(body, None, prior, input_items, record)
             return await self.post_fault(fault, real)
         conv.in_flight += 1
         self.max_concurrent_per_conversation = max(
@@ -732,7 +867,8 @@ class FakeOpenAI(FakeServer):
                 early = await self.pre_fault(fault)
                 if early is not None:
                     return early
-                real = await self._complete(body, conv, prior, input_items)
+                await self._think(request, record)
+                real = await self._complete(body, conv, prior, input_items, record)
                 return await self.post_fault(fault, real)
             finally:
                 conv.busy = False
@@ -758,6 +894,7 @@ class FakeOpenAI(FakeServer):
         conv: Conversation | None,
         prior: list[dict[str, Any]],
         input_items: list[dict[str, Any]],
+        record: ModelCall,
     ) -> Response:
         request = ResponseRequest(
             body=body,
@@ -781,8 +918,12 @@ class FakeOpenAI(FakeServer):
         if request.file_search:
             raw_output = [self.knowledge.search_call(request.last_user_text or ""), *raw_output]
         output = [normalize_output(item) for item in raw_output]
-        input_tokens = estimate_tokens(prior + input_items, body.get("instructions") or "")
+        # What the call counts against the account: its body and its reply (usage agrees).
+        input_tokens = record.input_tokens
         output_tokens = estimate_tokens(output)
+        record.output_tokens = output_tokens
+        if self.rate_limits is not None:
+            self.rate_limits.spend(output_tokens)
         response_id = new_id("resp")
         now = int(time.time())
         response = {
@@ -901,6 +1042,8 @@ class FakeOpenAI(FakeServer):
         """Forget faults, recorded calls and the Realtime sockets, faults and transcripts."""
         super().reset()
         self.realtime.reset()
+        self.model_calls.clear()
+        self.model_in_flight_peak = self.model_in_flight
 
     # ----------------------------------------------------------------- control API
     async def control(self, request: Request) -> Response | None:
@@ -911,6 +1054,15 @@ class FakeOpenAI(FakeServer):
                 request.path[len(realtime) :], request.method, request.body
             )
             return None if answer is None else json_response(*answer)
+        if request.method == "GET" and request.path.endswith("/model"):
+            try:
+                last = int(request.query.get("last", "1000"))
+            except ValueError:
+                return json_response(400, {"error": "last must be an int"})
+            calls = list(self.model_calls)[-last:] if last > 0 else []
+            return json_response(
+                200, {"stats": self.model_stats(), "calls": [c.to_json() for c in calls]}
+            )
         if request.method == "GET" and request.path.endswith("/conversations"):
             return json_response(200, {"conversations": self.conversations})
         if request.method == "POST" and request.path.endswith("/transcripts"):
@@ -921,3 +1073,9 @@ class FakeOpenAI(FakeServer):
                 return json_response(400, {"error": "body must be {sha256, text}"})
             return json_response(200, {"ok": True})
         return None
+
+
+def _who(body: Mapping[str, Any]) -> str | None:
+    """Whose call this is: the ``safety_identifier`` or ``metadata.user`` of the body."""
+    who = body.get("safety_identifier") or (body.get("metadata") or {}).get("user")
+    return str(who) if who else None

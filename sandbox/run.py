@@ -1,7 +1,10 @@
 """Run the fakes together: `run_sandbox` in-process, `main` as ``python -m sandbox``.
 
 Whapi, OpenAI and Beds24 (with ``FakeBeds24.demo``'s apartments, so that availability can be
-asked about in the local sandbox without a Beds24 account).
+asked about in the local sandbox without a Beds24 account). Whapi and OpenAI take a `Realism`
+(``sandbox.realism``: latencies, the OpenAI account's rate limits, the seed); on the command
+line ``--realistic`` is the issue's latencies and ``--model-latency``, ``--send-latency``,
+``--openai-rpm``, ``--openai-tpm`` and ``--seed`` set each part.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import trio
 
 from sandbox.beds24 import FakeBeds24
 from sandbox.openai import FakeOpenAI
+from sandbox.realism import REALISTIC_MODEL, REALISTIC_SEND, Lognormal, Realism
 from sandbox.whapi import FakeWhapi
 
 #: The demo's documents: a small apartment rental's prices, policies and FAQ, in Spanish.
@@ -53,18 +57,26 @@ async def run_sandbox(
     beds24_token: str = DEFAULT_BEDS24_TOKEN,
     beds24_port: int = 0,
     extra_whapi_tokens: tuple[str, ...] = (),
+    realism: Realism | None = None,
     task_status: trio.TaskStatus[SandboxURLs] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve a FakeWhapi, a FakeOpenAI and a FakeBeds24 until cancelled; report `SandboxURLs`.
 
     ``openai_state_file`` keeps the fake OpenAI's conversations across restarts; the fake
     Beds24 takes ``beds24_token`` as its long-life token and has the demo apartments; the fake
-    Whapi also takes each of ``extra_whapi_tokens``, as numbers of their own (wabot's channels).
+    Whapi also takes each of ``extra_whapi_tokens``, as numbers of their own (wabot's channels);
+    ``realism`` sets the Whapi and OpenAI fakes' latencies and rate limits (default: none).
     """
-    whapi = FakeWhapi(whapi_token, webhook_url=webhook_url, webhook_headers=webhook_headers)
+    realism = realism or Realism()
+    whapi = FakeWhapi(
+        whapi_token,
+        webhook_url=webhook_url,
+        webhook_headers=webhook_headers,
+        **realism.whapi_kwargs(),
+    )
     for number, token in enumerate(extra_whapi_tokens, 1):
         whapi.add_channel(token, f"SANDBOX-CHANNEL-{number}")
-    openai = FakeOpenAI(openai_key, state_file=openai_state_file)
+    openai = FakeOpenAI(openai_key, state_file=openai_state_file, **realism.openai_kwargs())
     beds24 = FakeBeds24(beds24_token).demo(date.today())
     async with trio.open_nursery() as nursery:
         whapi_url = await nursery.start(
@@ -98,7 +110,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="K:V",
         help="header sent with echo webhooks (repeatable)",
     )
+    parser.add_argument(
+        "--realistic",
+        action="store_true",
+        help="model latency median 3 s / p99 15 s, sends median 0.25 s / p99 1 s",
+    )
+    parser.add_argument(
+        "--model-latency", type=Lognormal.parse, metavar="MEDIAN,P99", help="responses.create"
+    )
+    parser.add_argument(
+        "--send-latency", type=Lognormal.parse, metavar="MEDIAN,P99", help="POST /messages/*"
+    )
+    parser.add_argument("--openai-rpm", type=float, default=None, help="requests per minute")
+    parser.add_argument("--openai-tpm", type=float, default=None, help="tokens per minute")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latency draws")
     return parser.parse_args(argv)
+
+
+def realism_from_args(args: argparse.Namespace) -> Realism:
+    """The `Realism` the command line asks for."""
+    model = args.model_latency or (REALISTIC_MODEL if args.realistic else None)
+    send = args.send_latency or (REALISTIC_SEND if args.realistic else None)
+    return Realism(
+        model_latency=model,
+        send_latency=send,
+        requests_per_minute=args.openai_rpm,
+        tokens_per_minute=args.openai_tpm,
+        seed=args.seed,
+    )
 
 
 def header_pairs(values: Sequence[str]) -> dict[str, str]:
@@ -125,6 +164,7 @@ async def serve_until_signal(args: argparse.Namespace) -> None:
                     openai_port=args.openai_port,
                     webhook_url=args.webhook_url,
                     webhook_headers=header_pairs(args.webhook_header),
+                    realism=realism_from_args(args),
                     task_status=task_status,
                 )
             )
@@ -135,6 +175,7 @@ async def serve_until_signal(args: argparse.Namespace) -> None:
                 "openai_key": args.openai_key,
                 "beds24_url": urls.beds24_url,
                 "beds24_token": DEFAULT_BEDS24_TOKEN,
+                "realism": realism_from_args(args).to_json(),
             }
             print(json.dumps(line), flush=True)
             async for _signum in signals:

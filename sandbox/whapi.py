@@ -7,6 +7,10 @@ message history, media, labels) with bearer auth and request validation, and del
 One fake can stand for several numbers (wabot's channels): ``add_channel`` gives it another
 token, with its own ``channel_id`` and echo webhook; every send records the token it came
 with (``SentMessage.token``), and ``revoke`` makes a token's requests answer 401.
+
+With ``send_latency`` (``sandbox.realism``, off by default) every send (``POST /messages/*``)
+first waits a draw from that seeded lognormal (a ``trio.sleep``: other requests go on), kept
+as the recorded call's ``injected_latency``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import base64
 import functools
 import itertools
 import json
+import random
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -35,6 +40,7 @@ from sandbox.base import (
 )
 from sandbox.faults import FaultRule, Faults
 from sandbox.payloads import chat_id_for, new_media_id, new_message_id
+from sandbox.realism import Lognormal
 
 DEFAULT_BUSINESS_NUMBER = "573009999999"
 DEFAULT_LABELS: tuple[tuple[str, str, str], ...] = (
@@ -143,8 +149,13 @@ class FakeWhapi(FakeServer):
         business_number: str = DEFAULT_BUSINESS_NUMBER,
         max_history_per_chat: int = 500,
         max_chats: int = 100_000,
+        send_latency: Lognormal | None = None,
+        seed: int = 1,
     ) -> None:
         super().__init__(token, faults=faults, max_calls=max_calls)
+        #: Latency of every send (None: none); settable while serving.
+        self.send_latency = send_latency
+        self.rng = random.Random(seed)
         self.webhook_url = webhook_url
         self.webhook_headers: dict[str, str] = dict(webhook_headers or {})
         self.channel_id = channel_id
@@ -417,10 +428,21 @@ class FakeWhapi(FakeServer):
                 response.background = functools.partial(self._echo, message, channel)
         return response
 
+    async def _send_delay(self, request: Request) -> None:
+        """A send's own latency (``send_latency``), recorded on its call."""
+        if self.send_latency is None:
+            return
+        delay = self.send_latency.sample(self.rng)
+        if request.call is not None:
+            request.call.injected_latency = delay
+        await trio.sleep(delay)
+
     async def _send_text(self, request: Request, fault: FaultRule | None) -> Response:
+        await self._send_delay(request)
         return await self._deliver(request.json, "text", _bearer(request.headers))
 
     async def _send_media(self, request: Request, fault: FaultRule | None) -> Response:
+        await self._send_delay(request)
         return await self._deliver(
             request.json, request.path.rsplit("/", 1)[1], _bearer(request.headers)
         )

@@ -23,6 +23,7 @@ from gateway.server import Running, hypercorn_config, run_server
 from gateway.service import BehaviorWrapper
 from sandbox.beds24 import FakeBeds24
 from sandbox.openai import FakeOpenAI
+from sandbox.realism import Realism
 from sandbox.whapi import FakeWhapi
 from store.fileio import FileIO
 
@@ -68,10 +69,12 @@ class Fakes:
 
 
 @asynccontextmanager
-async def open_fakes() -> AsyncIterator[Fakes]:
+async def open_fakes(realism: Realism | None = None) -> AsyncIterator[Fakes]:
+    """The fakes on loopback; ``realism`` gives Whapi's and OpenAI's latencies and rate limits."""
+    realism = realism or Realism()
     async with trio.open_nursery() as nursery:
-        whapi = FakeWhapi(WHAPI_TOKEN)
-        openai = FakeOpenAI(OPENAI_KEY)
+        whapi = FakeWhapi(WHAPI_TOKEN, **realism.whapi_kwargs())
+        openai = FakeOpenAI(OPENAI_KEY, **realism.openai_kwargs())
         beds24 = FakeBeds24(BEDS24_TOKEN, refresh_token=BEDS24_REFRESH_TOKEN)
         whapi_url = await nursery.start(whapi.serve)
         openai_url = await nursery.start(openai.serve)
