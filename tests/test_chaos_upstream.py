@@ -288,9 +288,9 @@ async def test_chaos_slow_upstream_for_one_user_does_not_slow_others(tmp_path: P
             for user in others:
                 nursery.start_soon(one, user)
         assert not fakes.whapi.sent_to(CHAT), "the slow user should still be waiting"
-        buffer = bot.service.settings.buffer_seconds
+        # Held behind the slow user, another would wait its 4 s; a busy machine adds far less.
         worst = max(latencies.values())
-        assert worst < buffer + 1.5, latencies
+        assert worst < 3.0, latencies
         await fakes.whapi.wait_sent(1, to=CHAT, timeout=10)
 
 
