@@ -58,7 +58,7 @@ crash: $(DEVSTAMP)
 	WABOT_CRASH=1 $(BIN)/python -m pytest -q -s tests -k crash
 
 chaos: $(DEVSTAMP)
-	WABOT_CHAOS=1 $(BIN)/python -m pytest -q -s tests -k "chaos or crash or fuzz or outage or resume"
+	WABOT_CHAOS=1 $(BIN)/python -m pytest -q -s tests -k "(chaos or crash or fuzz or outage or resume) and not browser"
 
 # wrk (Debian package) drives the closed-loop ingest runs; without it those rows are skipped
 # and the runner says so (the open-loop generator is ours and always runs).
