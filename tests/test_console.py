@@ -239,7 +239,9 @@ async def test_state_changes_need_the_session_and_its_csrf_token(tmp_path: Path)
 
 
 async def test_overview_counts_turns_per_minute_and_shows_the_customer(tmp_path: Path) -> None:
-    async with started(tmp_path) as (fakes, bot), console_for(bot) as console:
+    # The overview shows the memory limits: give the bot some (far above a test runner's RSS).
+    limits = {"memory_soft_mb": 8192.0, "memory_hard_mb": 16384.0}
+    async with started(tmp_path, **limits) as (fakes, bot), console_for(bot) as console:
         await console.login()
         before = (await console.http.get("/console/api/overview")).json()
         assert before["last_hour"]["turns"] == 0 and before["live"] == 0

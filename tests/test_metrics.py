@@ -76,7 +76,9 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 async def test_metrics_reflect_a_scripted_run(tmp_path: Path) -> None:
     async with open_fakes() as fakes:
         fakes.whapi.echo = False  # count only the webhooks this script posts
-        settings = make_settings(fakes, tmp_path, buffer_seconds=0.3)
+        settings = make_settings(
+            fakes, tmp_path, buffer_seconds=0.3, memory_soft_mb=8192.0, memory_hard_mb=16384.0
+        )
         async with open_bot(fakes, settings) as bot:
             first, second, third = USERS
             # 4 messages from 3 users: the first user's two arrive in one webhook.
@@ -127,7 +129,7 @@ async def test_metrics_reflect_a_scripted_run(tmp_path: Path) -> None:
             assert value(samples, "wabot_snapshot_bytes") > 0
             assert value(samples, "process_resident_memory_bytes") > 10 * 2**20
             assert value(samples, "process_cpu_seconds_total") > 0
-            assert value(samples, "wabot_memory_hard_limit_bytes") == 1536 * 2**20
+            assert value(samples, "wabot_memory_hard_limit_bytes") == 16384 * 2**20
             assert value(samples, "wabot_store_outage_since_timestamp_seconds") == 0
             assert value(samples, "wabot_store_commits_total") >= 3
             # Every group commit's write + fsync, timed by the disk (store.disktime).
