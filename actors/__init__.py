@@ -7,6 +7,7 @@
 - ``actors.voice``: transcription, speech and voice notes.
 - ``actors.booking``: the optional booking tools (``check_availability`` on Beds24, its rules,
   and the validator of answers against it).
+- ``actors.channels``: the WhatsApp numbers one deployment serves, each with its settings.
 - ``actors.settings`` (and ``settings_doc``): every setting, declared once.
 - ``actors.wiring``: opening and closing what every customer's actor shares.
 - ``actors.tools`` and ``actors.validation``: the extension points a business's own module
