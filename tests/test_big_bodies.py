@@ -24,8 +24,8 @@ GROUP = "120363000000000001@g.us"
 BODIES = 20
 MANY = 30_000
 #: How much later than before the flood the 10 ms sleeper may wake: parsed on the loop the
-#: flood stalled it about 2 s; the parse threads share the GIL with the loop, and the suite's
-#: second worker shares the cores (0.63 s seen once under it), so the bound sits between.
+#: flood made it more than a second late; the parse threads share the GIL with the loop and
+#: the suite's second worker shares the cores (0.63 s seen once), so the bound sits between.
 MAX_EXTRA_LAG = 0.8
 #: The median and the worst acknowledgement of a small webhook during the flood (journaled
 #: with an fsync, which this machine's disk sometimes stalls).
