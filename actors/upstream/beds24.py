@@ -26,7 +26,7 @@ import attrs
 import httpx
 import trio
 
-from actors.upstream.retry import RetryPolicy, parse_retry_after
+from actors.upstream.retry import RetryPolicy, UpstreamHTTPError, http_retryable, parse_retry_after
 
 log = logging.getLogger("actors.upstream.beds24")
 
@@ -38,24 +38,12 @@ TOKEN_MARGIN_SECONDS = 300.0
 MAX_ENTRY_DAYS = 3660
 
 
-class Beds24Error(Exception):
+class Beds24Error(UpstreamHTTPError):
     """Beds24 answered with an error, or could not be reached within the attempts allowed."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
 
-
-def retryable(exc: BaseException) -> float | None:
-    """Beds24's retryable failures (a ``retry.Classifier``): the least wait, or None."""
-    if isinstance(exc, Beds24Error) and exc.status is not None:
-        if exc.status == 429 or exc.status >= 500:
-            return exc.retry_after or 0.0
-        return None
-    return 0.0 if isinstance(exc, httpx.TransportError) else None
+#: Beds24's retryable failures (a ``retry`` classifier): 429, 5xx, dropped connections.
+retryable = http_retryable
 
 
 @attrs.frozen

@@ -2,9 +2,11 @@
 
 Each upstream states once which of its failures deserve another attempt, as a *classifier*:
 ``classify(exc)`` is None for a failure that is not retried, otherwise the least wait in seconds
-the server asked for (``Retry-After``; 0 when it said nothing). ``RetryPolicy.retrying`` turns
-a classifier into stamina's retry loop (``async for attempt in ...: with attempt: ...``), which
-under trio sleeps with ``trio.sleep``; the last failure propagates as raised. The loop runs
+the server asked for (``Retry-After``; 0 when it said nothing); the REST upstreams (Whapi,
+Beds24) share one, ``http_retryable``, over their ``UpstreamHTTPError`` subclasses.
+``RetryPolicy.retrying`` turns a classifier into stamina's retry loop (``async for attempt in
+...: with attempt: ...``), which under trio sleeps with ``trio.sleep``; the last failure
+propagates as raised. The loop runs
 under the caller's deadline, so even a long ``Retry-After`` never outlives a turn.
 
 The wait before each retry is ``RetryPolicy.delay``, handed to stamina through its backoff
@@ -22,6 +24,7 @@ import random
 from collections.abc import AsyncIterable, Callable
 
 import attrs
+import httpx
 import stamina
 
 log = logging.getLogger("actors.upstream.retry")
@@ -87,3 +90,23 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+class UpstreamHTTPError(Exception):
+    """A REST upstream answered with an error, or could not be reached within its attempts."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def http_retryable(exc: BaseException) -> float | None:
+    """A REST upstream's retryable failures (a classifier): 429, 5xx and dropped connections."""
+    if isinstance(exc, UpstreamHTTPError) and exc.status is not None:
+        if exc.status == 429 or exc.status >= 500:
+            return exc.retry_after or 0.0
+        return None
+    return 0.0 if isinstance(exc, httpx.TransportError) else None

@@ -24,29 +24,17 @@ import httpx
 import trio
 
 from actors.upstream.poolwait import PoolWaits
-from actors.upstream.retry import RetryPolicy, parse_retry_after
+from actors.upstream.retry import RetryPolicy, UpstreamHTTPError, http_retryable, parse_retry_after
 
 log = logging.getLogger("actors.upstream.whapi")
 
 
-class WhapiError(Exception):
+class WhapiError(UpstreamHTTPError):
     """Whapi answered with an error, or could not be reached within the attempts allowed."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
 
-
-def retryable(exc: BaseException) -> float | None:
-    """Whapi's retryable failures (a ``retry.Classifier``): the least wait, or None."""
-    if isinstance(exc, WhapiError) and exc.status is not None:
-        if exc.status == 429 or exc.status >= 500:
-            return exc.retry_after or 0.0
-        return None
-    return 0.0 if isinstance(exc, httpx.TransportError) else None
+#: Whapi's retryable failures (a ``retry`` classifier): 429, 5xx, dropped connections.
+retryable = http_retryable
 
 
 def checked(response: httpx.Response) -> httpx.Response:
